@@ -1,0 +1,588 @@
+//! The server: an event-driven (tokio) listener serving many clients at once.
+//!
+//! Each connection gets one request: the whole FileRequest must arrive within the request
+//! deadline counted from accept; the name is checked and opened beneath the root; the
+//! response goes out with the header sharing the first write with the data. A connection
+//! limit bounds what a flood can cost; past it, new connections wait in the listen backlog.
+//! Every connection ends with one log line through `tracing`.
+
+use std::fmt;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::{sleep, timeout, timeout_at};
+
+use crate::confine::{check_name, OpenError, Resolver, Root};
+use crate::error::{Error, Result};
+use crate::protocol::{
+    DecodeError, RequestHeader, MAX_DATA_LEN, MAX_NAME_LEN, REQUEST_HEADER_LEN,
+};
+use crate::send::{send_file, send_not_found, SendError};
+
+/// How a server behaves. Build with [`ServerConfig::new`] and the setters.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Directory files are served from (the working directory by default).
+    pub root: PathBuf,
+    /// Most connections handled at once; more wait in the listen backlog (10,000 default).
+    pub max_connections: usize,
+    /// The whole FileRequest must arrive within this time from accept (1 s default).
+    pub request_timeout: Duration,
+    /// A client that reads nothing for this long is dropped (10 s default).
+    pub send_timeout: Duration,
+    /// On a graceful shutdown, how long transfers in flight may take to finish (10 s default).
+    pub grace_period: Duration,
+    /// Worker threads; 0 means one per CPU core.
+    pub threads: usize,
+    /// Use the portable code paths (component walk instead of `openat2`, read/write instead
+    /// of `sendfile`) even where the fast ones exist.
+    pub portable: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            root: PathBuf::from("."),
+            max_connections: 10_000,
+            request_timeout: Duration::from_secs(1),
+            send_timeout: Duration::from_secs(10),
+            grace_period: Duration::from_secs(10),
+            threads: 0,
+            portable: false,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The defaults (see each field).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the root directory.
+    pub fn root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.root = root.into();
+        self
+    }
+
+    /// Sets the connection limit (at least 1).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// Sets the deadline for the whole request, counted from accept.
+    pub fn request_timeout(mut self, t: Duration) -> Self {
+        self.request_timeout = t;
+        self
+    }
+
+    /// Sets the send-stall timeout.
+    pub fn send_timeout(mut self, t: Duration) -> Self {
+        self.send_timeout = t;
+        self
+    }
+
+    /// Sets the grace period of a graceful shutdown.
+    pub fn grace_period(mut self, t: Duration) -> Self {
+        self.grace_period = t;
+        self
+    }
+
+    /// Sets the number of worker threads (0: one per core).
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n;
+        self
+    }
+
+    /// Forces the portable code paths.
+    pub fn portable(mut self, portable: bool) -> Self {
+        self.portable = portable;
+        self
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Running,
+    Draining,
+    Stopped,
+}
+
+/// Stops a [`Server`] from another thread. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ServerHandle {
+    state: Arc<watch::Sender<State>>,
+}
+
+impl ServerHandle {
+    /// Stops accepting; transfers in flight may finish within the grace period.
+    pub fn shutdown(&self) {
+        self.state.send_if_modified(|s| {
+            let change = *s == State::Running;
+            if change {
+                *s = State::Draining;
+            }
+            change
+        });
+    }
+
+    /// Stops at once, cutting transfers in flight.
+    pub fn abort(&self) {
+        self.state.send_replace(State::Stopped);
+    }
+}
+
+struct Ctx {
+    root: Root,
+    request_timeout: Duration,
+    send_timeout: Duration,
+    resolver: Resolver,
+    zero_copy: bool,
+}
+
+/// A bound server, ready to [`run`](Server::run).
+pub struct Server {
+    listeners: Vec<std::net::TcpListener>,
+    addrs: Vec<SocketAddr>,
+    config: ServerConfig,
+    ctx: Arc<Ctx>,
+    handle: ServerHandle,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("addrs", &self.addrs)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Server {
+    /// Binds one address (port 0 picks a free port). `[::]` listens on IPv6 and IPv4 both.
+    pub fn bind(addr: SocketAddr, config: ServerConfig) -> Result<Server> {
+        Self::bind_all(&[addr], config)
+    }
+
+    /// Binds every address given; the server listens on all of them.
+    pub fn bind_all(addrs: &[SocketAddr], config: ServerConfig) -> Result<Server> {
+        if addrs.is_empty() {
+            return Err(Error::Io {
+                path: None,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "no address to listen on",
+                ),
+            });
+        }
+        let root = Root::new(&config.root).map_err(|e| Error::io(&config.root, e))?;
+        let mut listeners = Vec::with_capacity(addrs.len());
+        let mut bound = Vec::with_capacity(addrs.len());
+        for &addr in addrs {
+            let listener = listen(addr).map_err(|source| Error::Bind { addr, source })?;
+            bound.push(
+                listener
+                    .local_addr()
+                    .map_err(|source| Error::Bind { addr, source })?,
+            );
+            listeners.push(listener);
+        }
+        let ctx = Arc::new(Ctx {
+            root,
+            request_timeout: config.request_timeout,
+            send_timeout: config.send_timeout,
+            resolver: if config.portable {
+                Resolver::Portable
+            } else {
+                Resolver::Native
+            },
+            zero_copy: !config.portable,
+        });
+        let (state, _) = watch::channel(State::Running);
+        Ok(Server {
+            listeners,
+            addrs: bound,
+            config,
+            ctx,
+            handle: ServerHandle {
+                state: Arc::new(state),
+            },
+        })
+    }
+
+    /// The first address the server listens on, with the real port.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// Every address the server listens on.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// A handle to stop the server from another thread.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// Serves until [`ServerHandle::shutdown`] or [`ServerHandle::abort`] is called.
+    pub fn run(self) -> Result<()> {
+        let threads = match self.config.threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("filefetch-server")
+            .on_thread_start(block_sigpipe)
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|source| Error::Io { path: None, source })?;
+        let result = runtime.block_on(self.serve());
+        // Connections still running after the grace period are dropped here.
+        runtime.shutdown_background();
+        result
+    }
+
+    /// Runs the server on a background thread; the returned value stops it when dropped.
+    pub fn spawn(self) -> Result<BackgroundServer> {
+        let addrs = self.addrs.clone();
+        let handle = self.handle();
+        let thread = std::thread::Builder::new()
+            .name("filefetch-server".into())
+            .spawn(move || self.run())
+            .map_err(|source| Error::Io { path: None, source })?;
+        Ok(BackgroundServer {
+            addrs,
+            handle,
+            thread: Some(thread),
+        })
+    }
+
+    async fn serve(self) -> Result<()> {
+        let permits = Arc::new(Semaphore::new(self.config.max_connections));
+        let mut state = self.handle.state.subscribe();
+        let mut accepting = JoinSet::new();
+        for listener in self.listeners {
+            let listener = TcpListener::from_std(listener)
+                .map_err(|source| Error::Io { path: None, source })?;
+            accepting.spawn(accept_loop(listener, self.ctx.clone(), permits.clone()));
+        }
+        let stop = match state.wait_for(|s| *s != State::Running).await {
+            Ok(s) => *s,
+            Err(_) => State::Stopped,
+        };
+        // Close the listening sockets before waiting for the transfers in flight.
+        accepting.abort_all();
+        while accepting.join_next().await.is_some() {}
+        if stop == State::Draining {
+            let all = u32::try_from(self.config.max_connections).unwrap_or(u32::MAX);
+            let drained = permits.acquire_many(all);
+            let aborted = state.wait_for(|s| *s == State::Stopped);
+            let _ = timeout(self.config.grace_period, async {
+                tokio::select! {
+                    _ = drained => {}
+                    _ = aborted => {}
+                }
+            })
+            .await;
+        }
+        Ok(())
+    }
+}
+
+/// A server running on its own thread (see [`Server::spawn`]). Dropping it stops the server
+/// at once and waits for the thread.
+#[derive(Debug)]
+pub struct BackgroundServer {
+    addrs: Vec<SocketAddr>,
+    handle: ServerHandle,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl BackgroundServer {
+    /// The first address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// Every address the server listens on.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// A handle to stop the server.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// Stops gracefully (transfers in flight may finish within the grace period) and waits.
+    pub fn shutdown(mut self) -> Result<()> {
+        self.handle.shutdown();
+        self.join()
+    }
+
+    /// Stops at once and waits for the server thread.
+    pub fn stop(mut self) -> Result<()> {
+        self.handle.abort();
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<()> {
+        match self.thread.take() {
+            Some(thread) => thread.join().unwrap_or_else(|_| {
+                Err(Error::Io {
+                    path: None,
+                    source: std::io::Error::other("server thread panicked"),
+                })
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for BackgroundServer {
+    fn drop(&mut self) {
+        self.handle.abort();
+        let _ = self.join();
+    }
+}
+
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // Like the original server: a restart can reuse the port at once. (On Windows this
+    // option would let two servers share a port, so it is left off there.)
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        // "[::]" means every address, IPv4 ones included, whatever the system default.
+        let _ = socket.set_only_v6(false);
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+#[cfg(unix)]
+fn block_sigpipe() {
+    // `sendfile` raises SIGPIPE on a closed connection, and a library cannot assume its host
+    // process ignores it. Blocked on the server's own threads, it turns into EPIPE instead.
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: `set` is initialised by sigemptyset before use; pthread_sigmask only changes
+    // the calling thread's mask.
+    unsafe {
+        libc::sigemptyset(set.as_mut_ptr());
+        libc::sigaddset(set.as_mut_ptr(), libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, set.as_ptr(), std::ptr::null_mut());
+    }
+}
+
+#[cfg(not(unix))]
+fn block_sigpipe() {}
+
+async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, permits: Arc<Semaphore>) {
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    connection(stream, peer, &ctx).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // Out of descriptors or memory, or a connection that died in the backlog:
+                // keep serving, and back off so a full table does not spin the loop.
+                if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    tracing::warn!(error = %e, "accept failed; retrying");
+                    last_warning = Some(Instant::now());
+                }
+                sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// How one connection ended.
+enum Outcome {
+    Sent,
+    NotFound(String),
+    BadRequest(DecodeError),
+    RequestTimeout,
+    RequestCut(usize),
+    ClientGone(std::io::Error),
+    Stalled,
+    Shrank,
+    ReadFailed(std::io::Error),
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Sent => f.write_str("sent"),
+            Outcome::NotFound(why) => write!(f, "not found ({why})"),
+            Outcome::BadRequest(e) => write!(f, "bad request: {e}; closed without a response"),
+            Outcome::RequestTimeout => {
+                f.write_str("request did not arrive in time; closed without a response")
+            }
+            Outcome::RequestCut(n) => write!(
+                f,
+                "client closed after {n} bytes of the request; closed without a response"
+            ),
+            Outcome::ClientGone(e) => write!(f, "client went away: {e}"),
+            Outcome::Stalled => f.write_str("client stopped reading; dropped"),
+            Outcome::Shrank => f.write_str("file shrank while being sent; connection aborted"),
+            Outcome::ReadFailed(e) => write!(f, "reading the file failed: {e}; connection aborted"),
+        }
+    }
+}
+
+/// What the log line of a connection reports besides its outcome.
+#[derive(Default)]
+struct Record {
+    name: Option<String>,
+    status: Option<u8>,
+    bytes: u64,
+}
+
+async fn connection(mut stream: TcpStream, peer: SocketAddr, ctx: &Ctx) {
+    let start = Instant::now();
+    let _ = stream.set_nodelay(true);
+    let mut record = Record::default();
+    let outcome = exchange(&mut stream, ctx, start, &mut record).await;
+    match outcome {
+        Outcome::Sent | Outcome::NotFound(_) => finish(&mut stream).await,
+        // Cut short on purpose: a reset tells the client at once that the data is incomplete.
+        Outcome::Shrank | Outcome::ReadFailed(_) => {
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+        }
+        _ => {}
+    }
+    let name = record.name.as_deref().unwrap_or("-");
+    let status = record.status.map_or("-".to_owned(), |s| s.to_string());
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    match outcome {
+        Outcome::Sent | Outcome::NotFound(_) => tracing::info!(
+            peer = %peer, name = ?name, status = %status, bytes = record.bytes, ms = format_args!("{ms:.1}"),
+            "{outcome}"
+        ),
+        _ => tracing::warn!(
+            peer = %peer, name = ?name, status = %status, bytes = record.bytes, ms = format_args!("{ms:.1}"),
+            "{outcome}"
+        ),
+    }
+}
+
+async fn exchange(stream: &mut TcpStream, ctx: &Ctx, start: Instant, record: &mut Record) -> Outcome {
+    let mut buf = [0u8; REQUEST_HEADER_LEN + MAX_NAME_LEN];
+    let deadline = tokio::time::Instant::from_std(start + ctx.request_timeout);
+    let mut got = 0;
+    let mut want = REQUEST_HEADER_LEN;
+    let mut header = None;
+    // Read the header, then the name, all before one deadline counted from accept.
+    while got < want {
+        match timeout_at(deadline, stream.read(&mut buf[got..want])).await {
+            Err(_) => return Outcome::RequestTimeout,
+            Ok(Ok(0)) => return Outcome::RequestCut(got),
+            Ok(Ok(n)) => got += n,
+            Ok(Err(e)) => return Outcome::ClientGone(e),
+        }
+        if got == REQUEST_HEADER_LEN && header.is_none() {
+            let fixed: [u8; REQUEST_HEADER_LEN] = buf[..REQUEST_HEADER_LEN].try_into().unwrap();
+            match RequestHeader::decode(&fixed) {
+                Ok(h) => {
+                    want += usize::from(h.name_len);
+                    header = Some(h);
+                }
+                Err(e) => return Outcome::BadRequest(e),
+            }
+        }
+    }
+    let raw = &buf[REQUEST_HEADER_LEN..want];
+    record.name = Some(String::from_utf8_lossy(raw).into_owned());
+
+    let file = match check_name(raw) {
+        Err(e) => Err(e.to_string()),
+        Ok(name) => match ctx.root.open(name, ctx.resolver) {
+            Ok(file) => Ok(file),
+            Err(OpenError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err("no such file".to_owned())
+            }
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    let (file, len) = match file.and_then(|f| measure(&f).map(|len| (f, len))) {
+        Ok(found) => found,
+        Err(why) => {
+            record.status = Some(0);
+            return match send_not_found(stream, ctx.send_timeout).await {
+                Ok(()) => Outcome::NotFound(why),
+                Err(e) => sent_outcome(e),
+            };
+        }
+    };
+    record.status = Some(1);
+    match send_file(stream, &file, len, ctx.send_timeout, ctx.zero_copy, &mut record.bytes).await {
+        Ok(()) => Outcome::Sent,
+        Err(e) => sent_outcome(e),
+    }
+}
+
+/// The size to announce, read from the open file itself (`fstat`), not from the name.
+fn measure(file: &File) -> std::result::Result<u32, String> {
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    if len > MAX_DATA_LEN {
+        return Err(format!(
+            "file is {len} bytes, more than the 32-bit DataLength can describe"
+        ));
+    }
+    Ok(len as u32)
+}
+
+fn sent_outcome(e: SendError) -> Outcome {
+    match e {
+        SendError::Stalled => Outcome::Stalled,
+        SendError::Shrank => Outcome::Shrank,
+        SendError::File(e) => Outcome::ReadFailed(e),
+        SendError::Io(e) => Outcome::ClientGone(e),
+    }
+}
+
+/// Closes a connection after a complete response without destroying it: bytes the client sent
+/// beyond its request would make the kernel answer our close with a reset, which can discard
+/// data the client has not read yet. Drain them, half-close, and wait (briefly) for its close.
+async fn finish(stream: &mut TcpStream) {
+    let mut scratch = [0u8; 1024];
+    let mut extra = false;
+    loop {
+        match stream.try_read(&mut scratch) {
+            Ok(0) => return,
+            Ok(_) => extra = true,
+            Err(_) => break,
+        }
+    }
+    if extra {
+        let _ = stream.shutdown().await;
+        let _ = timeout(Duration::from_secs(1), async {
+            while matches!(stream.read(&mut scratch).await, Ok(n) if n > 0) {}
+        })
+        .await;
+    }
+}

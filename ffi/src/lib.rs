@@ -1,0 +1,1 @@
+//! C API over the `filefetch` crate.

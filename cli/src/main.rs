@@ -1,1 +1,46 @@
-fn main() {}
+//! The `filefetch` command: serve a directory, or fetch a file, over the 0x497E
+//! FileRequest/FileResponse protocol.
+//!
+//! Exit status (also shown by `filefetch --help`):
+//!
+//! | code | meaning |
+//! |------|---------|
+//! | 0    | success |
+//! | 1    | local I/O or other error (including a port that cannot be listened on) |
+//! | 2    | usage error (bad arguments, invalid file name) |
+//! | 3    | the server has no such file (StatusCode 0) |
+//! | 4    | the destination exists (it is left untouched) |
+//! | 5    | timed out |
+//! | 6    | protocol error: malformed response, truncated header, excess data, server closed without a response |
+//! | 7    | incomplete transfer |
+//! | 8    | cannot resolve the host or connect to it |
+//! | 130  | interrupted (SIGINT or SIGTERM) |
+
+mod args;
+mod exit;
+mod fetch;
+mod serve;
+mod signals;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+use crate::exit::Exit;
+
+fn main() -> ExitCode {
+    // Usage errors exit with status 2, help and version with 0 (clap's own convention).
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Fetch(args) => fetch::run(args),
+    };
+    match result {
+        Ok(()) => Exit::Ok.into(),
+        Err(failure) => {
+            eprintln!("filefetch: error: {failure}");
+            failure.exit.into()
+        }
+    }
+}

@@ -171,7 +171,13 @@ pub fn fetch_with_progress(
         .map_err(|e| Error::io(&dir, e))?;
     // From here on, returning early drops `temp`, which deletes the partial file.
     let temp_path = temp.path().to_path_buf();
-    recv::receive_to_file(&mut conn, temp.as_file_mut(), total, &mut progress, &temp_path)?;
+    recv::receive_to_file(
+        &mut conn,
+        temp.as_file_mut(),
+        total,
+        &mut progress,
+        &temp_path,
+    )?;
     conn.expect_end(total)?;
     if options.fsync {
         temp.as_file()
@@ -321,11 +327,10 @@ pub(crate) struct Connection {
 
 impl Connection {
     fn open(host: &str, port: u16, name: &str, options: &FetchOptions) -> Result<Connection> {
-        let request = protocol::encode_request(name.as_bytes()).ok_or_else(|| {
-            Error::InvalidName {
+        let request =
+            protocol::encode_request(name.as_bytes()).ok_or_else(|| Error::InvalidName {
                 reason: "name length out of range".into(),
-            }
-        })?;
+            })?;
         let stream = connect(host, port, options)?;
         let poll = match options.interrupt {
             Some(_) => options.idle_timeout.min(INTERRUPT_POLL),
@@ -492,8 +497,14 @@ mod tests {
     #[test]
     fn destination_uses_last_component_only() {
         assert_eq!(destination("a.txt", None).unwrap(), PathBuf::from("a.txt"));
-        assert_eq!(destination("x/y/z.bin", None).unwrap(), PathBuf::from("z.bin"));
-        assert_eq!(destination("../../etc/passwd", None).unwrap(), PathBuf::from("passwd"));
+        assert_eq!(
+            destination("x/y/z.bin", None).unwrap(),
+            PathBuf::from("z.bin")
+        );
+        assert_eq!(
+            destination("../../etc/passwd", None).unwrap(),
+            PathBuf::from("passwd")
+        );
         for bad in ["dir/", "..", "a/..", ".", "/"] {
             assert!(
                 matches!(destination(bad, None), Err(Error::InvalidName { .. })),

@@ -523,20 +523,37 @@ mod tests {
         symlink("loop", root.join("loop")).unwrap();
         let r = Root::new(&root).unwrap();
         for resolver in [Resolver::Native, Resolver::Portable] {
-            for ok in ["sub/deeper/f.txt", "sub/rel_in", "sub/up_in", "dirlink/deeper/f.txt"] {
+            for ok in [
+                "sub/deeper/f.txt",
+                "sub/rel_in",
+                "sub/up_in",
+                "dirlink/deeper/f.txt",
+            ] {
                 let mut f = r.open(ok, resolver).unwrap_or_else(|e| panic!("{ok}: {e}"));
                 let mut s = String::new();
                 std::io::Read::read_to_string(&mut f, &mut s).unwrap();
                 assert_eq!(s, "inside");
             }
-            for bad in ["sub/up_out", "abs_out", "abs_in", "parent/secret", "parent/root/sub/deeper/f.txt"] {
+            for bad in [
+                "sub/up_out",
+                "abs_out",
+                "abs_in",
+                "parent/secret",
+                "parent/root/sub/deeper/f.txt",
+            ] {
                 assert!(
                     matches!(r.open(bad, resolver), Err(OpenError::Escapes)),
                     "{bad} with {resolver:?}"
                 );
             }
-            assert!(matches!(r.open("sub", resolver), Err(OpenError::NotRegular)));
-            assert!(matches!(r.open("dirlink", resolver), Err(OpenError::NotRegular)));
+            assert!(matches!(
+                r.open("sub", resolver),
+                Err(OpenError::NotRegular)
+            ));
+            assert!(matches!(
+                r.open("dirlink", resolver),
+                Err(OpenError::NotRegular)
+            ));
             assert!(matches!(r.open("missing", resolver), Err(OpenError::Io(_))));
             assert!(matches!(r.open("loop", resolver), Err(OpenError::Io(_))));
         }

@@ -182,7 +182,10 @@ mod tests {
             ResponseHeader::Found(0x0102_0304).encode(),
             [0x49, 0x7E, 2, 1, 1, 2, 3, 4]
         );
-        assert_eq!(ResponseHeader::NotFound.encode(), [0x49, 0x7E, 2, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            ResponseHeader::NotFound.encode(),
+            [0x49, 0x7E, 2, 0, 0, 0, 0, 0]
+        );
     }
 
     #[test]

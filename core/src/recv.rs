@@ -49,7 +49,12 @@ fn receive<W: Write + ?Sized>(
     while received < total {
         let want = (total - received).min(buf.len() as u64) as usize;
         let n = match conn.read(&mut buf[..want]) {
-            Ok(0) => return Err(Error::Incomplete { received, expected: total }),
+            Ok(0) => {
+                return Err(Error::Incomplete {
+                    received,
+                    expected: total,
+                })
+            }
             Ok(n) => n,
             Err(e) => return Err(read_error(e, received, total)),
         };

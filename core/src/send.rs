@@ -44,7 +44,10 @@ impl From<io::Error> for SendError {
 }
 
 /// Sends a StatusCode 0 response.
-pub(crate) async fn send_not_found(stream: &mut TcpStream, stall: Duration) -> Result<(), SendError> {
+pub(crate) async fn send_not_found(
+    stream: &mut TcpStream,
+    stall: Duration,
+) -> Result<(), SendError> {
     write_all(stream, &ResponseHeader::NotFound.encode(), stall).await
 }
 
@@ -121,7 +124,11 @@ fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 }
 
 /// Writes all of `buf`; each write must make progress within `stall`.
-async fn write_all(stream: &mut TcpStream, mut buf: &[u8], stall: Duration) -> Result<(), SendError> {
+async fn write_all(
+    stream: &mut TcpStream,
+    mut buf: &[u8],
+    stall: Duration,
+) -> Result<(), SendError> {
     while !buf.is_empty() {
         match timeout(stall, stream.write(buf)).await {
             Err(_) => return Err(SendError::Stalled),

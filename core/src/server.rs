@@ -23,9 +23,7 @@ use tokio::time::{sleep, timeout, timeout_at};
 
 use crate::confine::{check_name, OpenError, Resolver, Root};
 use crate::error::{Error, Result};
-use crate::protocol::{
-    DecodeError, RequestHeader, MAX_DATA_LEN, MAX_NAME_LEN, REQUEST_HEADER_LEN,
-};
+use crate::protocol::{DecodeError, RequestHeader, MAX_DATA_LEN, MAX_NAME_LEN, REQUEST_HEADER_LEN};
 use crate::send::{send_file, send_not_found, SendError};
 
 /// How a server behaves. Build with [`ServerConfig::new`] and the setters.
@@ -469,8 +467,9 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, ctx: &Ctx) {
     let outcome = exchange(&mut stream, ctx, start, &mut record).await;
     match outcome {
         Outcome::Sent | Outcome::NotFound(_) => finish(&mut stream).await,
-        // Cut short on purpose: a reset tells the client at once that the data is incomplete.
-        Outcome::Shrank | Outcome::ReadFailed(_) => {
+        // Cut short on purpose: a reset tells the client at once that the data is incomplete,
+        // and frees the send buffer now rather than after a slow drain to a stalled reader.
+        Outcome::Shrank | Outcome::ReadFailed(_) | Outcome::Stalled => {
             let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
         }
         _ => {}
@@ -490,7 +489,12 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, ctx: &Ctx) {
     }
 }
 
-async fn exchange(stream: &mut TcpStream, ctx: &Ctx, start: Instant, record: &mut Record) -> Outcome {
+async fn exchange(
+    stream: &mut TcpStream,
+    ctx: &Ctx,
+    start: Instant,
+    record: &mut Record,
+) -> Outcome {
     let mut buf = [0u8; REQUEST_HEADER_LEN + MAX_NAME_LEN];
     let deadline = tokio::time::Instant::from_std(start + ctx.request_timeout);
     let mut got = 0;
@@ -539,7 +543,16 @@ async fn exchange(stream: &mut TcpStream, ctx: &Ctx, start: Instant, record: &mu
         }
     };
     record.status = Some(1);
-    match send_file(stream, &file, len, ctx.send_timeout, ctx.zero_copy, &mut record.bytes).await {
+    match send_file(
+        stream,
+        &file,
+        len,
+        ctx.send_timeout,
+        ctx.zero_copy,
+        &mut record.bytes,
+    )
+    .await
+    {
         Ok(()) => Outcome::Sent,
         Err(e) => sent_outcome(e),
     }

@@ -1,0 +1,156 @@
+//! The command line: subcommands, options and the parsers for their values.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Shown after `--help`: the exit codes, which are part of the command's interface.
+const EXIT_CODES: &str = "\
+Exit status:
+    0    success
+    1    local I/O or other error (including a port that cannot be listened on)
+    2    usage error (bad arguments, invalid file name)
+    3    the server has no such file (StatusCode 0)
+    4    the destination exists (it is left untouched)
+    5    timed out
+    6    protocol error (malformed response, truncated header, excess data,
+         server closed without a response)
+    7    incomplete transfer
+    8    cannot resolve the host or connect to it
+    130  interrupted (SIGINT or SIGTERM)";
+
+/// Fetch a file from a server, or serve a directory, with the 0x497E
+/// FileRequest/FileResponse protocol.
+#[derive(Debug, Parser)]
+#[command(name = "filefetch", version, after_long_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the files beneath a directory.
+    #[command(after_long_help = EXIT_CODES)]
+    Serve(ServeArgs),
+    /// Download one file from a server.
+    #[command(after_long_help = EXIT_CODES)]
+    Fetch(FetchArgs),
+}
+
+/// Options of `filefetch serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Port to listen on (0: any free port).
+    pub port: u16,
+
+    /// Directory to serve.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub root: PathBuf,
+
+    /// Address to listen on, combined with PORT; repeat for several (`::` for IPv6 and
+    /// IPv4 both).
+    #[arg(long = "bind", value_name = "ADDR", default_value = "0.0.0.0")]
+    pub binds: Vec<IpAddr>,
+
+    /// Most connections served at once; more wait in the listen backlog.
+    #[arg(long, value_name = "N", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+
+    /// Seconds a client has, from connecting, to send its whole request.
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = positive_secs)]
+    pub request_timeout: Duration,
+
+    /// Seconds a client may read nothing before it is dropped.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = positive_secs)]
+    pub send_timeout: Duration,
+
+    /// Seconds transfers in flight may take to finish after SIGINT or SIGTERM.
+    #[arg(long = "grace", value_name = "SECS", default_value = "10", value_parser = secs)]
+    pub grace_period: Duration,
+
+    /// Worker threads (0: one per CPU core).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub threads: usize,
+
+    /// Use the portable code paths instead of system-specific fast ones.
+    #[arg(long)]
+    pub portable: bool,
+}
+
+/// Options of `filefetch fetch`.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// Server host name or IPv4/IPv6 address.
+    pub host: String,
+
+    /// Server port.
+    #[arg(value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+
+    /// Name of the file on the server.
+    pub name: String,
+
+    /// Where to write the file (default: the name's last component, in the current
+    /// directory); an existing directory receives the file under that last component.
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+
+    /// Replace the destination if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
+
+    /// Seconds to wait for any data before giving up.
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = positive_secs)]
+    pub timeout: Duration,
+
+    /// Seconds to wait for a connection to each address of the host.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = positive_secs)]
+    pub connect_timeout: Duration,
+
+    /// Print neither a progress bar nor the success line; errors are still reported.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// A non-negative number of seconds, fractions allowed ("0.5").
+fn secs(text: &str) -> Result<Duration, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(value).map_err(|_| format!("{text:?} is not a valid duration"))
+}
+
+/// A number of seconds greater than zero.
+fn positive_secs(text: &str) -> Result<Duration, String> {
+    match secs(text)? {
+        Duration::ZERO => Err("must be greater than 0".to_owned()),
+        d => Ok(d),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn seconds_parse() {
+        assert_eq!(secs("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(secs("0"), Ok(Duration::ZERO));
+        assert!(secs("-1").is_err());
+        assert!(secs("inf").is_err());
+        assert!(secs("NaN").is_err());
+        assert!(secs("soon").is_err());
+        assert!(positive_secs("0").is_err());
+        assert_eq!(positive_secs("2"), Ok(Duration::from_secs(2)));
+    }
+}

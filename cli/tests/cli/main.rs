@@ -1,0 +1,9 @@
+//! End-to-end runs of the `filefetch` binary: transfers, every exit code in the situation
+//! that produces it, and signals.
+
+mod errors;
+#[cfg(unix)]
+mod signals;
+mod support;
+mod transfers;
+mod usage;

@@ -1,0 +1,240 @@
+//! The client against scripted, broken servers: each fault gives its own error kind, and no
+//! file (partial or temporary) is ever left behind; an existing file is never touched.
+
+mod support;
+
+use std::time::Duration;
+
+use filefetch::protocol::DecodeError;
+use filefetch::{fetch, Error, FetchOptions};
+use support::{entries, found, FakeServer, Step};
+
+/// Runs a fetch of "file.bin" against `steps` into an empty directory; returns the error and
+/// checks the directory is still empty.
+fn fails_cleanly(steps: Vec<Step>, timeout: Duration) -> Error {
+    let fake = FakeServer::start(steps);
+    let out = tempfile::tempdir().unwrap();
+    let opts = FetchOptions::new().output(out.path()).idle_timeout(timeout);
+    let err = fetch("127.0.0.1", fake.port, "file.bin", &opts).expect_err("fetch must fail");
+    assert!(
+        entries(out.path()).is_empty(),
+        "left behind: {:?}",
+        entries(out.path())
+    );
+    assert_eq!(fake.requested(), b"file.bin");
+    err
+}
+
+fn quick() -> Duration {
+    Duration::from_secs(2)
+}
+
+#[test]
+fn closed_before_any_response() {
+    let err = fails_cleanly(vec![], quick());
+    assert!(matches!(err, Error::ServerClosed), "{err:?}");
+}
+
+#[test]
+fn closed_inside_the_header() {
+    let err = fails_cleanly(vec![Step::Send(vec![0x49, 0x7E, 2])], quick());
+    assert!(
+        matches!(err, Error::TruncatedHeader { received: 3 }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn closed_mid_transfer() {
+    let mut bytes = found(1000);
+    bytes.extend_from_slice(&[7u8; 400]);
+    let err = fails_cleanly(vec![Step::Send(bytes)], quick());
+    assert!(
+        matches!(
+            err,
+            Error::Incomplete {
+                received: 400,
+                expected: 1000
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn short_body_in_pieces() {
+    let steps = vec![
+        Step::Send(found(10)),
+        Step::Pause(Duration::from_millis(50)),
+        Step::Send(vec![1, 2, 3]),
+        Step::Pause(Duration::from_millis(50)),
+        Step::Send(vec![4]),
+    ];
+    let err = fails_cleanly(steps, quick());
+    assert!(
+        matches!(
+            err,
+            Error::Incomplete {
+                received: 4,
+                expected: 10
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn bad_magic() {
+    let err = fails_cleanly(
+        vec![Step::Send(vec![0x12, 0x34, 2, 1, 0, 0, 0, 1, 0])],
+        quick(),
+    );
+    assert!(
+        matches!(err, Error::MalformedResponse(DecodeError::Magic(0x1234))),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("magic"));
+}
+
+#[test]
+fn bad_type() {
+    let err = fails_cleanly(
+        vec![Step::Send(vec![0x49, 0x7E, 1, 1, 0, 0, 0, 0])],
+        quick(),
+    );
+    assert!(
+        matches!(
+            err,
+            Error::MalformedResponse(DecodeError::Type {
+                found: 1,
+                expected: 2
+            })
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn bad_status() {
+    let err = fails_cleanly(
+        vec![Step::Send(vec![0x49, 0x7E, 2, 7, 0, 0, 0, 0])],
+        quick(),
+    );
+    assert!(
+        matches!(err, Error::MalformedResponse(DecodeError::Status(7))),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn status_zero_creates_nothing() {
+    let err = fails_cleanly(
+        vec![Step::Send(vec![0x49, 0x7E, 2, 0, 0, 0, 0, 0])],
+        quick(),
+    );
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+}
+
+#[test]
+fn more_data_than_announced() {
+    let mut bytes = found(4);
+    bytes.extend_from_slice(b"abcdEXTRA");
+    let err = fails_cleanly(vec![Step::Send(bytes)], quick());
+    assert!(matches!(err, Error::ExcessData { expected: 4 }), "{err:?}");
+}
+
+#[test]
+fn stall_before_the_header_times_out() {
+    let err = fails_cleanly(
+        vec![Step::Pause(Duration::from_secs(2))],
+        Duration::from_millis(200),
+    );
+    assert!(err.is_timeout(), "{err:?}");
+}
+
+#[test]
+fn stall_mid_body_times_out() {
+    let mut bytes = found(100);
+    bytes.extend_from_slice(&[1u8; 10]);
+    let steps = vec![Step::Send(bytes), Step::Pause(Duration::from_secs(2))];
+    let err = fails_cleanly(steps, Duration::from_millis(200));
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(err.to_string().contains("10 of 100"), "{err}");
+}
+
+#[test]
+fn interrupt_check_stops_a_stalled_download() {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut bytes = found(100);
+    bytes.extend_from_slice(&[1u8; 10]);
+    let fake = FakeServer::start(vec![Step::Send(bytes), Step::Pause(Duration::from_secs(3))]);
+    let out = tempfile::tempdir().unwrap();
+    let f = flag.clone();
+    let opts = FetchOptions::new()
+        .output(out.path())
+        .idle_timeout(Duration::from_secs(30))
+        .interrupt(move || f.load(std::sync::atomic::Ordering::Relaxed));
+    let setter = {
+        let flag = flag.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        })
+    };
+    let err = fetch("127.0.0.1", fake.port, "file.bin", &opts).unwrap_err();
+    setter.join().unwrap();
+    assert!(matches!(err, Error::Interrupted), "{err:?}");
+    assert!(entries(out.path()).is_empty());
+}
+
+#[test]
+fn failure_leaves_an_existing_file_alone_when_overwriting() {
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("keep.bin");
+    std::fs::write(&dest, b"original").unwrap();
+    let mut bytes = found(50);
+    bytes.extend_from_slice(&[9u8; 20]);
+    let fake = FakeServer::start(vec![Step::Send(bytes)]);
+    let opts = FetchOptions::new()
+        .output(&dest)
+        .overwrite(true)
+        .idle_timeout(quick());
+    let err = fetch("127.0.0.1", fake.port, "file.bin", &opts).unwrap_err();
+    assert!(matches!(err, Error::Incomplete { .. }), "{err:?}");
+    assert_eq!(std::fs::read(&dest).unwrap(), b"original");
+    assert_eq!(entries(out.path()), vec!["keep.bin"]);
+}
+
+#[test]
+fn connection_refused() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let out = tempfile::tempdir().unwrap();
+    let err = fetch(
+        "127.0.0.1",
+        port,
+        "x",
+        &FetchOptions::new().output(out.path()),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+    assert!(entries(out.path()).is_empty());
+}
+
+/// A destination directory where nothing can be created (even by root): the error names the
+/// directory and nothing appears.
+#[cfg(target_os = "linux")]
+#[test]
+fn unwritable_destination_directory() {
+    let mut bytes = found(3);
+    bytes.extend_from_slice(b"abc");
+    let fake = FakeServer::start(vec![Step::Send(bytes)]);
+    let opts = FetchOptions::new().output("/proc/self/fdinfo/");
+    let err = fetch("127.0.0.1", fake.port, "x", &opts).unwrap_err();
+    match &err {
+        Error::Io { path: Some(p), .. } => assert!(p.starts_with("/proc/self/fdinfo")),
+        other => panic!("{other:?}"),
+    }
+}

@@ -1,0 +1,154 @@
+//! Shared pieces of the integration tests: a server on a temporary root, scripted fake
+//! servers, and checks on what a failed fetch left behind.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use filefetch::{BackgroundServer, Server, ServerConfig};
+
+/// A running server on 127.0.0.1, port 0, serving a temporary directory.
+pub struct TestServer {
+    pub root: tempfile::TempDir,
+    pub server: Option<BackgroundServer>,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        Self::with(|c| c)
+    }
+
+    pub fn with(configure: impl FnOnce(ServerConfig) -> ServerConfig) -> TestServer {
+        let root = tempfile::tempdir().unwrap();
+        let config = configure(ServerConfig::new().root(root.path()));
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let server = Server::bind(addr, config).unwrap().spawn().unwrap();
+        TestServer {
+            root,
+            server: Some(server),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.server.as_ref().unwrap().local_addr().port()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.as_ref().unwrap().local_addr()
+    }
+
+    /// Writes a file below the root, creating its directories.
+    pub fn put(&self, name: &str, data: &[u8]) -> PathBuf {
+        let path = self.root.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, data).unwrap();
+        path
+    }
+}
+
+/// Deterministic, non-repeating-looking content of `len` bytes.
+pub fn pattern(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x9E37_79B9;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// The names in a directory, sorted.
+pub fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A raw connection to the server with every wait bounded.
+pub fn raw(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// Reads until the server closes; `None` when the read failed (reset or timeout).
+pub fn read_to_close(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok().map(|_| out)
+}
+
+/// One step of a scripted fake server.
+pub enum Step {
+    /// Send these bytes.
+    Send(Vec<u8>),
+    /// Wait this long (the connection stays open).
+    Pause(Duration),
+}
+
+/// A fake server that accepts one connection, reads the request, plays `steps` and closes.
+pub struct FakeServer {
+    pub port: u16,
+    thread: Option<JoinHandle<Vec<u8>>>,
+}
+
+impl FakeServer {
+    pub fn start(steps: Vec<Step>) -> FakeServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let thread = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut header = [0u8; 5];
+            if s.read_exact(&mut header).is_err() {
+                return Vec::new();
+            }
+            let n = usize::from(u16::from_be_bytes([header[3], header[4]]));
+            let mut name = vec![0u8; n];
+            let _ = s.read_exact(&mut name);
+            for step in steps {
+                match step {
+                    Step::Send(bytes) => {
+                        if s.write_all(&bytes).is_err() {
+                            break;
+                        }
+                    }
+                    Step::Pause(d) => std::thread::sleep(d),
+                }
+            }
+            name
+        });
+        FakeServer {
+            port,
+            thread: Some(thread),
+        }
+    }
+
+    /// The name the client asked for.
+    pub fn requested(mut self) -> Vec<u8> {
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A FileResponse header with StatusCode 1 and `len`.
+pub fn found(len: u32) -> Vec<u8> {
+    let mut h = vec![0x49, 0x7E, 2, 1];
+    h.extend_from_slice(&len.to_be_bytes());
+    h
+}

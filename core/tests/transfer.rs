@@ -320,3 +320,57 @@ fn graceful_shutdown_finishes_transfers_in_flight() {
     let after = fetch_bytes("127.0.0.1", port, "slow.bin", &FetchOptions::new());
     assert!(matches!(after, Err(Error::Connect { .. })), "{after:?}");
 }
+
+/// A file the 32-bit DataLength cannot describe gets StatusCode 0 (a sparse file: no disk
+/// space is used).
+#[test]
+fn files_of_four_gib_or_more_are_refused() {
+    let server = TestServer::start();
+    let big = std::fs::File::create(server.root.path().join("huge.img")).unwrap();
+    big.set_len(1 << 32).unwrap();
+    let just_fits = std::fs::File::create(server.root.path().join("fits.img")).unwrap();
+    just_fits.set_len(u64::from(u32::MAX)).unwrap();
+    let got = fetch_bytes("127.0.0.1", server.port(), "huge.img", &FetchOptions::new());
+    assert!(matches!(got, Err(Error::NotFound { .. })), "{got:?}");
+    // The largest describable size is announced as it is (read only the header).
+    let mut s = support::raw(server.addr());
+    std::io::Write::write_all(&mut s, b"\x49\x7e\x01\x00\x08fits.img").unwrap();
+    let mut header = [0u8; 8];
+    std::io::Read::read_exact(&mut s, &mut header).unwrap();
+    assert_eq!(header, [0x49, 0x7E, 2, 1, 0xFF, 0xFF, 0xFF, 0xFF]);
+}
+
+/// A file truncated while it is being sent is never padded or passed off as whole: the
+/// client sees an incomplete transfer and keeps nothing.
+#[test]
+fn file_shrinking_mid_transfer_is_reported_incomplete() {
+    for portable in [false, true] {
+        let server = TestServer::with(|c| c.portable(portable));
+        let path = server.put("shrinks.bin", &pattern(64 << 20));
+        let out = tempfile::tempdir().unwrap();
+        let mut truncated = false;
+        let got = fetch_with_progress(
+            "127.0.0.1",
+            server.port(),
+            "shrinks.bin",
+            &opts(out.path()),
+            |r, _| {
+                if r > 0 && !truncated {
+                    truncated = true;
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .unwrap()
+                        .set_len(1 << 20)
+                        .unwrap();
+                }
+                ControlFlow::Continue(())
+            },
+        );
+        assert!(
+            matches!(got, Err(Error::Incomplete { expected, .. }) if expected == 64 << 20),
+            "portable {portable}: {got:?}"
+        );
+        assert!(entries(out.path()).is_empty());
+    }
+}

@@ -452,8 +452,13 @@ fn connect(host: &str, port: u16, options: &FetchOptions) -> Result<TcpStream> {
         .collect();
     let mut last = None;
     for addr in &addrs {
-        match TcpStream::connect_timeout(addr, nonzero(options.connect_timeout)) {
+        let attempt = match &options.interrupt {
+            Some(check) => connect_interruptible(addr, options.connect_timeout, check.as_ref()),
+            None => TcpStream::connect_timeout(addr, nonzero(options.connect_timeout)),
+        };
+        match attempt {
             Ok(stream) => return Ok(stream),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(Error::Interrupted),
             Err(e) => last = Some((*addr, e)),
         }
     }
@@ -467,6 +472,71 @@ fn connect(host: &str, port: u16, options: &FetchOptions) -> Result<TcpStream> {
             source: io::Error::new(io::ErrorKind::NotFound, "no addresses found"),
         }),
     }
+}
+
+/// Connects while running the interrupt check every poll interval; an interruption is
+/// reported as [`io::ErrorKind::Interrupted`].
+#[cfg(unix)]
+fn connect_interruptible(
+    addr: &SocketAddr,
+    timeout: Duration,
+    interrupted: &(dyn Fn() -> bool + Send + Sync),
+) -> io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::AsRawFd;
+
+    let socket = Socket::new(
+        Domain::for_address(*addr),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    socket.set_nonblocking(true)?;
+    match socket.connect(&(*addr).into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+            let start = Instant::now();
+            loop {
+                if interrupted() {
+                    return Err(io::ErrorKind::Interrupted.into());
+                }
+                let left = timeout.saturating_sub(start.elapsed());
+                if left.is_zero() {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+                let wait = left.min(INTERRUPT_POLL).as_millis().max(1) as libc::c_int;
+                let mut pfd = libc::pollfd {
+                    fd: socket.as_raw_fd(),
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: `pfd` is one valid pollfd for the duration of the call.
+                let ready = unsafe { libc::poll(&mut pfd, 1, wait) };
+                if ready < 0 {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                } else if ready > 0 {
+                    if let Some(e) = socket.take_error()? {
+                        return Err(e);
+                    }
+                    break;
+                }
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    socket.set_nonblocking(false)?;
+    Ok(socket.into())
+}
+
+#[cfg(not(unix))]
+fn connect_interruptible(
+    addr: &SocketAddr,
+    timeout: Duration,
+    _interrupted: &(dyn Fn() -> bool + Send + Sync),
+) -> io::Result<TcpStream> {
+    TcpStream::connect_timeout(addr, nonzero(timeout))
 }
 
 fn nonzero(d: Duration) -> Duration {

@@ -238,3 +238,65 @@ fn unwritable_destination_directory() {
         other => panic!("{other:?}"),
     }
 }
+
+/// With an interrupt check set, connecting goes through the interruptible path: it still
+/// connects, and it still reports a refused connection as such.
+#[test]
+fn interruptible_connect_connects_and_reports_refusal() {
+    let mut bytes = found(2);
+    bytes.extend_from_slice(b"ok");
+    let fake = FakeServer::start(vec![Step::Send(bytes)]);
+    let opts = FetchOptions::new().interrupt(|| false);
+    let got = filefetch::fetch_bytes("127.0.0.1", fake.port, "file.bin", &opts).unwrap();
+    assert_eq!(got, b"ok");
+
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let err = filefetch::fetch_bytes("127.0.0.1", port, "x", &opts).unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+}
+
+/// An interrupt raised while connecting stops at once. A listener whose backlog is full
+/// leaves further connection attempts pending, which gives the check time to run.
+#[cfg(target_os = "linux")]
+#[test]
+fn interrupt_while_connecting() {
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    listener.listen(0).unwrap();
+    let port = listener.local_addr().unwrap().as_socket().unwrap().port();
+    // Fill the backlog (never accepted), so the next SYN is dropped and connect pends.
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let _ = s.connect(&listener.local_addr().unwrap());
+        fillers.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    // The backlog really is full: a plain connection attempt pends and times out.
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let plain = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300));
+    assert!(
+        matches!(&plain, Err(e) if e.kind() == std::io::ErrorKind::TimedOut),
+        "backlog not full: {plain:?}"
+    );
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = calls.clone();
+    let opts = FetchOptions::new()
+        .connect_timeout(Duration::from_secs(30))
+        .interrupt(move || c.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= 3);
+    let err = filefetch::fetch_bytes("127.0.0.1", port, "x", &opts).unwrap_err();
+    assert!(matches!(err, Error::Interrupted), "{err:?}");
+    drop(fillers);
+}

@@ -235,6 +235,9 @@ impl Server {
     }
 
     /// Serves until [`ServerHandle::shutdown`] or [`ServerHandle::abort`] is called.
+    ///
+    /// The server runs its own multi-threaded runtime, so this blocks the calling thread and
+    /// must not be called from inside an async runtime; use [`Server::spawn`] there.
     pub fn run(self) -> Result<()> {
         let threads = match self.config.threads {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -249,8 +252,9 @@ impl Server {
             .build()
             .map_err(|source| Error::Io { path: None, source })?;
         let result = runtime.block_on(self.serve());
-        // Connections still running after the grace period are dropped here.
-        runtime.shutdown_background();
+        // Connections still running after the grace period are dropped here; the worker
+        // threads are joined, so none outlives the server (a library may be unloaded next).
+        runtime.shutdown_timeout(Duration::from_secs(5));
         result
     }
 

@@ -1,1 +1,27 @@
-//! Python bindings for the `filefetch` crate.
+//! Python bindings for the `filefetch` crate: the native module `filefetch._native`.
+//!
+//! Everything here translates: Python arguments into [`filefetch::FetchOptions`] and
+//! [`filefetch::ServerConfig`], [`filefetch::Error`] into the exception classes of
+//! `filefetch._errors`, and the crate's `tracing` events into Python `logging` records. Blocking
+//! work runs with the GIL released, in slices short enough for Ctrl-C to be noticed.
+
+use pyo3::prelude::*;
+
+mod args;
+mod client;
+mod errors;
+mod interrupt;
+mod log;
+mod server;
+
+/// Native part of the `filefetch` package; import from `filefetch` instead.
+#[pymodule]
+#[pyo3(name = "_native")]
+fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    log::install();
+    m.add_function(wrap_pyfunction!(client::fetch, m)?)?;
+    m.add_function(wrap_pyfunction!(client::fetch_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(server::serve, m)?)?;
+    m.add_class::<server::Server>()?;
+    Ok(())
+}

@@ -1,0 +1,412 @@
+//! The client side: the fetch options handle, fetching to a file, fetching into memory.
+
+use std::ffi::{c_char, c_int, c_void};
+use std::ops::ControlFlow;
+use std::ptr::NonNull;
+use std::time::Duration;
+
+use filefetch::FetchOptions;
+
+use crate::error::{filefetch_status, Failure};
+use crate::guard::{guard, guard_or, non_null, try_mut, try_ref, try_str, write_out};
+
+/// Called as data arrives with the bytes received so far and the file's total size.
+///
+/// Return 0 to continue, or any other value to stop the transfer: the fetch then returns
+/// `FILEFETCH_STATUS_ABORTED` and leaves no file behind. It is called on the thread that
+/// called the fetch function, with the `user_data` given to
+/// `filefetch_fetch_options_set_progress`. It must not unwind (C++ exceptions, `longjmp`)
+/// through the library.
+pub type filefetch_progress_callback =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, received: u64, total: u64) -> c_int>;
+
+/// Polled about every 50 ms while a fetch waits for the network, even when no data arrives.
+///
+/// Return 0 to continue, or any other value to stop: the fetch then returns
+/// `FILEFETCH_STATUS_INTERRUPTED` and leaves no file behind. Use it to cancel from a signal
+/// handler's flag or from another thread. It is called on the thread that called the fetch
+/// function, with the `user_data` given to `filefetch_fetch_options_set_interrupt`. It must
+/// not unwind through the library.
+pub type filefetch_interrupt_callback =
+    Option<unsafe extern "C" fn(user_data: *mut c_void) -> c_int>;
+
+/// How fetches behave: destination, overwriting, timeouts, callbacks. Opaque.
+///
+/// Create with `filefetch_fetch_options_new`, change with the setters, release with
+/// `filefetch_fetch_options_free`. One handle may be used by several fetches, also on
+/// several threads at once, as long as no setter runs at the same time.
+#[derive(Debug)]
+pub struct filefetch_fetch_options {
+    inner: FetchOptions,
+    progress: Option<Callback<unsafe extern "C" fn(*mut c_void, u64, u64) -> c_int>>,
+    interrupt: Option<Callback<unsafe extern "C" fn(*mut c_void) -> c_int>>,
+}
+
+/// A C callback and the pointer passed back to it.
+#[derive(Debug, Clone, Copy)]
+struct Callback<F> {
+    function: F,
+    user_data: *mut c_void,
+}
+
+// SAFETY: the library only passes `user_data` back to the caller's callback, on the threads
+// that call the fetch functions with these options; the header documents that the callback
+// and its data must cope with that.
+unsafe impl<F: Send> Send for Callback<F> {}
+// SAFETY: as for `Send`: the pointer is never dereferenced by the library.
+unsafe impl<F: Sync> Sync for Callback<F> {}
+
+impl filefetch_fetch_options {
+    /// The core options for one fetch, with the interrupt callback attached.
+    fn core(&self) -> FetchOptions {
+        let mut options = self.inner.clone();
+        if let Some(cb) = self.interrupt {
+            options = options.interrupt(move || {
+                let cb = &cb;
+                // SAFETY: the caller supplied this function for exactly this call, with
+                // this user_data (see filefetch_fetch_options_set_interrupt).
+                unsafe { (cb.function)(cb.user_data) != 0 }
+            });
+        }
+        options
+    }
+
+    /// Calls the progress callback, if any.
+    fn progress(&self, received: u64, total: u64) -> ControlFlow<()> {
+        match self.progress {
+            // SAFETY: the caller supplied this function for exactly this call, with this
+            // user_data (see filefetch_fetch_options_set_progress).
+            Some(cb) if unsafe { (cb.function)(cb.user_data, received, total) } != 0 => {
+                ControlFlow::Break(())
+            }
+            _ => ControlFlow::Continue(()),
+        }
+    }
+}
+
+/// Creates a fetch options handle with the defaults: the file goes to the requested name's
+/// last component in the current directory, an existing file is never overwritten, the idle
+/// timeout is 1 s, the connect timeout 5 s, no callbacks.
+///
+/// On success `*out_options` receives a new handle, owned by the caller, to be released with
+/// `filefetch_fetch_options_free`. `out_options` must not be NULL. Thread-safe.
+#[no_mangle]
+pub extern "C" fn filefetch_fetch_options_new(
+    out_options: *mut *mut filefetch_fetch_options,
+) -> filefetch_status {
+    guard(|| {
+        let out = non_null(out_options, "out_options")?;
+        let options = Box::new(filefetch_fetch_options {
+            inner: FetchOptions::new(),
+            progress: None,
+            interrupt: None,
+        });
+        // SAFETY: `out` is not NULL and the caller provides room for one pointer.
+        unsafe { write_out(out, Box::into_raw(options)) };
+        Ok(())
+    })
+}
+
+/// Releases a fetch options handle. NULL is allowed and does nothing.
+///
+/// The handle must not be in use by a fetch on another thread.
+#[no_mangle]
+pub extern "C" fn filefetch_fetch_options_free(options: *mut filefetch_fetch_options) {
+    guard_or((), || {
+        if !options.is_null() {
+            // SAFETY: a non-NULL handle was made by filefetch_fetch_options_new with
+            // Box::into_raw and, per the contract, is freed only once.
+            drop(unsafe { Box::from_raw(options) });
+        }
+    })
+}
+
+/// Runs `change` on the options behind a handle given to a setter.
+fn set(
+    options: *mut filefetch_fetch_options,
+    change: impl FnOnce(&mut filefetch_fetch_options) -> Result<(), Failure>,
+) -> filefetch_status {
+    guard(|| {
+        // SAFETY: a non-NULL handle comes from filefetch_fetch_options_new, and setters must
+        // not run while another thread uses the handle.
+        let options = unsafe { try_mut(options, "options") }?;
+        change(options)
+    })
+}
+
+/// Sets where the file is written: a file path, or an existing directory to put the
+/// requested name's last component in. The string is copied. NULL for either argument
+/// gives `FILEFETCH_STATUS_INVALID_ARGUMENT`; `path` must be valid UTF-8.
+///
+/// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+/// meanwhile.
+#[no_mangle]
+pub extern "C" fn filefetch_fetch_options_set_output(
+    options: *mut filefetch_fetch_options,
+    path: *const c_char,
+) -> filefetch_status {
+    set(options, |options| {
+        // SAFETY: a non-NULL `path` is a NUL-terminated string per the contract.
+        let path = unsafe { try_str(path, "path") }?;
+        if path.is_empty() {
+            return Err(Failure::invalid("`path` is empty"));
+        }
+        options.inner = options.inner.clone().output(path);
+        Ok(())
+    })
+}
+
+/// Allows (`true`) or forbids (`false`, the default) replacing an existing destination.
+/// A replacement is atomic: the old file stays until the new one is complete.
+///
+/// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+/// meanwhile.
+#[no_mangle]
+pub extern "C" fn filefetch_fetch_options_set_overwrite(
+    options: *mut filefetch_fetch_options,
+    overwrite: bool,
+) -> filefetch_status {
+    set(options, |options| {
+        options.inner = options.inner.clone().overwrite(overwrite);
+        Ok(())
+    })
+}
+
+/// Asks (`true`) for the file's data to be flushed to stable storage before it appears.
+/// Off by default.
+///
+/// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+/// meanwhile.
+#[no_mangle]
+pub extern "C" fn filefetch_fetch_options_set_fsync(
+    options: *mut filefetch_fetch_options,
+    fsync: bool,
+) -> filefetch_status {
+    set(options, |options| {
+        options.inner = options.inner.clone().fsync(fsync);
+        Ok(())
+    })
+}
+
+/// Sets the idle timeout in milliseconds: how long any read or write may wait for progress
+/// before the fetch fails with `FILEFETCH_STATUS_TIMEOUT` (1000 by default, as the protocol
+/// prescribes). 0 gives `FILEFETCH_STATUS_INVALID_ARGUMENT`.
+///
+/// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+/// meanwhile.
+#[no_mangle]
+pub extern "C" fn filefetch_fetch_options_set_timeout_ms(
+    options: *mut filefetch_fetch_options,
+    timeout_ms: u32,
+) -> filefetch_status {
+    set(options, |options| {
+        let timeout = millis(timeout_ms, "timeout_ms")?;
+        options.inner = options.inner.clone().idle_timeout(timeout);
+        Ok(())
+    })
+}
+
+/// Sets how long connecting to one address of the host may take, in milliseconds (5000 by
+/// default). 0 gives `FILEFETCH_STATUS_INVALID_ARGUMENT`.
+///
+/// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+/// meanwhile.
+#[no_mangle]
+pub extern "C" fn filefetch_fetch_options_set_connect_timeout_ms(
+    options: *mut filefetch_fetch_options,
+    timeout_ms: u32,
+) -> filefetch_status {
+    set(options, |options| {
+        let timeout = millis(timeout_ms, "timeout_ms")?;
+        options.inner = options.inner.clone().connect_timeout(timeout);
+        Ok(())
+    })
+}
+
+fn millis(ms: u32, name: &str) -> Result<Duration, Failure> {
+    match ms {
+        0 => Err(Failure::invalid(format!("`{name}` is 0"))),
+        ms => Ok(Duration::from_millis(ms.into())),
+    }
+}
+
+/// Sets the progress callback and the `user_data` pointer passed to it; a NULL `callback`
+/// removes it. `user_data` may be NULL and is never dereferenced by the library; it must
+/// stay valid while fetches use these options.
+///
+/// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+/// meanwhile.
+#[no_mangle]
+pub extern "C" fn filefetch_fetch_options_set_progress(
+    options: *mut filefetch_fetch_options,
+    callback: filefetch_progress_callback,
+    user_data: *mut c_void,
+) -> filefetch_status {
+    set(options, |options| {
+        options.progress = callback.map(|function| Callback {
+            function,
+            user_data,
+        });
+        Ok(())
+    })
+}
+
+/// Sets the interrupt callback and the `user_data` pointer passed to it; a NULL `callback`
+/// removes it. `user_data` may be NULL and is never dereferenced by the library; it must
+/// stay valid while fetches use these options.
+///
+/// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+/// meanwhile.
+#[no_mangle]
+pub extern "C" fn filefetch_fetch_options_set_interrupt(
+    options: *mut filefetch_fetch_options,
+    callback: filefetch_interrupt_callback,
+    user_data: *mut c_void,
+) -> filefetch_status {
+    set(options, |options| {
+        options.interrupt = callback.map(|function| Callback {
+            function,
+            user_data,
+        });
+        Ok(())
+    })
+}
+
+/// The arguments every fetch function starts with, checked.
+struct Request<'a> {
+    host: &'a str,
+    port: u16,
+    name: &'a str,
+    options: &'a filefetch_fetch_options,
+}
+
+impl<'a> Request<'a> {
+    /// Checks the common arguments.
+    ///
+    /// # Safety
+    ///
+    /// Non-NULL strings must be NUL-terminated and a non-NULL `options` must be a live
+    /// handle, all valid for `'a`.
+    unsafe fn new(
+        host: *const c_char,
+        port: u16,
+        name: *const c_char,
+        options: *const filefetch_fetch_options,
+    ) -> Result<Request<'a>, Failure> {
+        Ok(Request {
+            // SAFETY: per this function's contract.
+            host: unsafe { try_str(host, "host") }?,
+            port,
+            // SAFETY: per this function's contract.
+            name: unsafe { try_str(name, "name") }?,
+            // SAFETY: per this function's contract.
+            options: unsafe { try_ref(options, "options") }?,
+        })
+    }
+}
+
+/// Downloads the file `name` from `host`:`port` into a local file.
+///
+/// `host` is a host name or an IPv4/IPv6 address (brackets allowed, as in `"[::1]"`);
+/// every address it resolves to is tried in turn. `name` is sent as is (1 to 1024 bytes of
+/// UTF-8). The destination is chosen by the options (by default the last component of
+/// `name` in the current directory); it appears only once the whole file has arrived, and
+/// after any failure nothing is left behind. On success `*out_size` receives the file's size
+/// in bytes; on failure it is not written and `filefetch_last_error` describes what
+/// happened.
+///
+/// No argument may be NULL. Blocks the calling thread until done. Thread-safe: several
+/// threads may fetch at once, sharing an options handle or not.
+#[no_mangle]
+pub extern "C" fn filefetch_fetch(
+    host: *const c_char,
+    port: u16,
+    name: *const c_char,
+    options: *const filefetch_fetch_options,
+    out_size: *mut u64,
+) -> filefetch_status {
+    guard(|| {
+        // SAFETY: per this function's documented contract.
+        let request = unsafe { Request::new(host, port, name, options) }?;
+        let out = non_null(out_size, "out_size")?;
+        let opts = request.options;
+        let fetched = filefetch::fetch_with_progress(
+            request.host,
+            request.port,
+            request.name,
+            &opts.core(),
+            |received, total| opts.progress(received, total),
+        )?;
+        // SAFETY: `out` is not NULL and points to a caller-provided uint64_t.
+        unsafe { write_out(out, fetched.bytes) };
+        Ok(())
+    })
+}
+
+/// Downloads the file `name` from `host`:`port` into memory.
+///
+/// Arguments are as for `filefetch_fetch`; the options' output path, overwrite and fsync
+/// settings do not apply. On success `*out_data` receives a buffer owned by the caller, to
+/// be released with `filefetch_bytes_free` (never with `free`), and `*out_len` its length in
+/// bytes; the buffer is never NULL, even for an empty file. On failure neither is written.
+///
+/// No argument may be NULL. Blocks the calling thread until done. Thread-safe.
+#[no_mangle]
+pub extern "C" fn filefetch_fetch_bytes(
+    host: *const c_char,
+    port: u16,
+    name: *const c_char,
+    options: *const filefetch_fetch_options,
+    out_data: *mut *mut u8,
+    out_len: *mut usize,
+) -> filefetch_status {
+    guard(|| {
+        // SAFETY: per this function's documented contract.
+        let request = unsafe { Request::new(host, port, name, options) }?;
+        let out_data = non_null(out_data, "out_data")?;
+        let out_len = non_null(out_len, "out_len")?;
+        let opts = request.options;
+        let mut data = Vec::new();
+        filefetch::fetch_to_writer_with_progress(
+            request.host,
+            request.port,
+            request.name,
+            &opts.core(),
+            &mut data,
+            |received, total| opts.progress(received, total),
+        )?;
+        let buffer = to_malloc(&data)?;
+        // SAFETY: both out-parameters are not NULL and point to caller-provided storage.
+        unsafe {
+            write_out(out_data, buffer.as_ptr());
+            write_out(out_len, data.len());
+        }
+        Ok(())
+    })
+}
+
+/// Copies `data` into a buffer from `malloc`, so the caller can hold it without any Rust
+/// allocator bookkeeping and `filefetch_bytes_free` needs no length.
+fn to_malloc(data: &[u8]) -> Result<NonNull<u8>, Failure> {
+    // SAFETY: malloc may be called with any size; at least 1 so an empty file still gets a
+    // unique, non-NULL buffer.
+    let raw = unsafe { libc::malloc(data.len().max(1)) }.cast::<u8>();
+    let buffer = NonNull::new(raw).ok_or_else(|| Failure {
+        status: filefetch_status::Io,
+        message: format!("out of memory for {} bytes", data.len()),
+    })?;
+    // SAFETY: the new buffer has room for data.len() bytes and cannot overlap `data`.
+    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buffer.as_ptr(), data.len()) };
+    Ok(buffer)
+}
+
+/// Releases a buffer returned by `filefetch_fetch_bytes`. NULL is allowed and does nothing.
+/// Thread-safe (any thread may free a buffer).
+#[no_mangle]
+pub extern "C" fn filefetch_bytes_free(data: *mut u8) {
+    guard_or((), || {
+        // SAFETY: a non-NULL `data` came from malloc in filefetch_fetch_bytes and is freed
+        // only once, per the contract; free(NULL) does nothing.
+        unsafe { libc::free(data.cast()) }
+    })
+}

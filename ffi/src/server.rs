@@ -1,0 +1,262 @@
+//! The server side: the server options handle, a server running in the background, and a
+//! server running on the calling thread.
+
+use std::ffi::c_char;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Mutex, PoisonError};
+
+use filefetch::{BackgroundServer, Server, ServerConfig};
+
+use crate::error::{filefetch_status, Failure};
+use crate::guard::{guard, guard_or, non_null, try_mut, try_ref, try_str, write_out};
+
+/// Where and what a server serves: root directory, address, port. Opaque.
+///
+/// Create with `filefetch_server_options_new`, change with the setters, release with
+/// `filefetch_server_options_free`. Starting a server copies what it needs, so the handle
+/// may be freed or changed afterwards. Not to be changed while another thread uses it.
+#[derive(Debug)]
+pub struct filefetch_server_options {
+    config: ServerConfig,
+    address: IpAddr,
+    port: u16,
+}
+
+impl filefetch_server_options {
+    fn bind(&self) -> Result<Server, Failure> {
+        let addr = SocketAddr::new(self.address, self.port);
+        Ok(Server::bind(addr, self.config.clone())?)
+    }
+}
+
+/// A server running on a background thread. Opaque.
+///
+/// Created by `filefetch_server_start`; stopped by `filefetch_server_stop` or
+/// `filefetch_server_shutdown`; released by `filefetch_server_free`, which also stops it.
+/// All functions taking it are thread-safe, except `filefetch_server_free`, which must be
+/// the last use.
+#[derive(Debug)]
+pub struct filefetch_server {
+    port: u16,
+    running: Mutex<Option<BackgroundServer>>,
+}
+
+/// Creates a server options handle with the defaults: serve the current directory on every
+/// IPv4 address ("0.0.0.0") at port 0, meaning any free port.
+///
+/// On success `*out_options` receives a new handle, owned by the caller, to be released with
+/// `filefetch_server_options_free`. `out_options` must not be NULL. Thread-safe.
+#[no_mangle]
+pub extern "C" fn filefetch_server_options_new(
+    out_options: *mut *mut filefetch_server_options,
+) -> filefetch_status {
+    guard(|| {
+        let out = non_null(out_options, "out_options")?;
+        let options = Box::new(filefetch_server_options {
+            config: ServerConfig::new(),
+            address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 0,
+        });
+        // SAFETY: `out` is not NULL and the caller provides room for one pointer.
+        unsafe { write_out(out, Box::into_raw(options)) };
+        Ok(())
+    })
+}
+
+/// Releases a server options handle. NULL is allowed and does nothing.
+#[no_mangle]
+pub extern "C" fn filefetch_server_options_free(options: *mut filefetch_server_options) {
+    guard_or((), || {
+        if !options.is_null() {
+            // SAFETY: a non-NULL handle was made by filefetch_server_options_new with
+            // Box::into_raw and, per the contract, is freed only once.
+            drop(unsafe { Box::from_raw(options) });
+        }
+    })
+}
+
+/// Runs `change` on the options behind a handle given to a setter.
+fn set(
+    options: *mut filefetch_server_options,
+    change: impl FnOnce(&mut filefetch_server_options) -> Result<(), Failure>,
+) -> filefetch_status {
+    guard(|| {
+        // SAFETY: a non-NULL handle comes from filefetch_server_options_new, and setters must
+        // not run while another thread uses the handle.
+        let options = unsafe { try_mut(options, "options") }?;
+        change(options)
+    })
+}
+
+/// Sets the directory whose files are served; requests cannot reach outside it. The string
+/// is copied; it must be valid UTF-8. The directory is opened when the server starts.
+///
+/// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+/// meanwhile.
+#[no_mangle]
+pub extern "C" fn filefetch_server_options_set_root(
+    options: *mut filefetch_server_options,
+    root: *const c_char,
+) -> filefetch_status {
+    set(options, |options| {
+        // SAFETY: a non-NULL `root` is a NUL-terminated string per the contract.
+        let root = unsafe { try_str(root, "root") }?;
+        if root.is_empty() {
+            return Err(Failure::invalid("`root` is empty"));
+        }
+        options.config = options.config.clone().root(root);
+        Ok(())
+    })
+}
+
+/// Sets the address to listen on: an IPv4 or IPv6 address such as "127.0.0.1", "::1",
+/// "0.0.0.0" (every IPv4 address) or "::" (every address, IPv6 and IPv4). Host names are not
+/// accepted: anything else gives `FILEFETCH_STATUS_INVALID_ARGUMENT`.
+///
+/// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+/// meanwhile.
+#[no_mangle]
+pub extern "C" fn filefetch_server_options_set_address(
+    options: *mut filefetch_server_options,
+    address: *const c_char,
+) -> filefetch_status {
+    set(options, |options| {
+        // SAFETY: a non-NULL `address` is a NUL-terminated string per the contract.
+        let text = unsafe { try_str(address, "address") }?;
+        let bare = text
+            .strip_prefix('[')
+            .and_then(|t| t.strip_suffix(']'))
+            .unwrap_or(text);
+        options.address = bare
+            .parse()
+            .map_err(|_| Failure::invalid(format!("`address` {text:?} is not an IP address")))?;
+        Ok(())
+    })
+}
+
+/// Sets the port to listen on; 0 (the default) picks a free port, which
+/// `filefetch_server_port` then reports.
+///
+/// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+/// meanwhile.
+#[no_mangle]
+pub extern "C" fn filefetch_server_options_set_port(
+    options: *mut filefetch_server_options,
+    port: u16,
+) -> filefetch_status {
+    set(options, |options| {
+        options.port = port;
+        Ok(())
+    })
+}
+
+/// Starts a server on a background thread and returns once it is listening, so clients
+/// can connect as soon as this returns.
+///
+/// On success `*out_server` receives a new handle, owned by the caller, to be released with
+/// `filefetch_server_free`. A root that cannot be opened or an address that cannot be
+/// listened on gives `FILEFETCH_STATUS_IO`. No argument may be NULL. Thread-safe.
+#[no_mangle]
+pub extern "C" fn filefetch_server_start(
+    options: *const filefetch_server_options,
+    out_server: *mut *mut filefetch_server,
+) -> filefetch_status {
+    guard(|| {
+        // SAFETY: a non-NULL handle comes from filefetch_server_options_new.
+        let options = unsafe { try_ref(options, "options") }?;
+        let out = non_null(out_server, "out_server")?;
+        let running = options.bind()?.spawn()?;
+        let server = Box::new(filefetch_server {
+            port: running.local_addr().port(),
+            running: Mutex::new(Some(running)),
+        });
+        // SAFETY: `out` is not NULL and the caller provides room for one pointer.
+        unsafe { write_out(out, Box::into_raw(server)) };
+        Ok(())
+    })
+}
+
+/// Reports the port the server listens on (the real one when port 0 was asked for).
+/// Still answers after the server was stopped. No argument may be NULL. Thread-safe.
+#[no_mangle]
+pub extern "C" fn filefetch_server_port(
+    server: *const filefetch_server,
+    out_port: *mut u16,
+) -> filefetch_status {
+    guard(|| {
+        // SAFETY: a non-NULL handle comes from filefetch_server_start and is not yet freed.
+        let server = unsafe { try_ref(server, "server") }?;
+        let out = non_null(out_port, "out_port")?;
+        // SAFETY: `out` is not NULL and points to a caller-provided uint16_t.
+        unsafe { write_out(out, server.port) };
+        Ok(())
+    })
+}
+
+/// Takes the running server out of its handle and stops it with `stop`.
+fn stop_with(
+    server: *mut filefetch_server,
+    stop: impl FnOnce(BackgroundServer) -> filefetch::Result<()>,
+) -> filefetch_status {
+    guard(|| {
+        // SAFETY: a non-NULL handle comes from filefetch_server_start and is not yet freed.
+        let server = unsafe { try_ref(server.cast_const(), "server") }?;
+        let running = server
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match running {
+            Some(running) => Ok(stop(running)?),
+            None => Ok(()),
+        }
+    })
+}
+
+/// Stops the server at once, cutting transfers in flight, and waits for its thread to end.
+/// The handle stays valid (for `filefetch_server_port`) until `filefetch_server_free`.
+/// Stopping a stopped server does nothing and returns `FILEFETCH_STATUS_OK`.
+/// Thread-safe; NULL gives `FILEFETCH_STATUS_INVALID_ARGUMENT`.
+#[no_mangle]
+pub extern "C" fn filefetch_server_stop(server: *mut filefetch_server) -> filefetch_status {
+    stop_with(server, BackgroundServer::stop)
+}
+
+/// Stops the server gracefully: it stops accepting at once, lets transfers in flight finish
+/// (for up to 10 s), then waits for its thread to end. Otherwise as `filefetch_server_stop`.
+#[no_mangle]
+pub extern "C" fn filefetch_server_shutdown(server: *mut filefetch_server) -> filefetch_status {
+    stop_with(server, BackgroundServer::shutdown)
+}
+
+/// Stops the server at once if it still runs, waits for its thread, and releases the
+/// handle. NULL is allowed and does nothing. The handle must not be used afterwards, nor
+/// by another thread meanwhile.
+#[no_mangle]
+pub extern "C" fn filefetch_server_free(server: *mut filefetch_server) {
+    guard_or((), || {
+        if !server.is_null() {
+            // SAFETY: a non-NULL handle was made by filefetch_server_start with
+            // Box::into_raw and, per the contract, is freed only once. Dropping the
+            // BackgroundServer inside stops it and joins its thread.
+            drop(unsafe { Box::from_raw(server) });
+        }
+    })
+}
+
+/// Serves files on the calling thread, with the given options; does not return while the
+/// server runs.
+///
+/// Returns only if the server cannot start (`FILEFETCH_STATUS_IO` for a root that cannot be
+/// opened or an address that cannot be listened on) or fails. To stop a server at will, use
+/// `filefetch_server_start` instead. `options` must not be NULL; it may be freed once
+/// this function returns.
+#[no_mangle]
+pub extern "C" fn filefetch_serve(options: *const filefetch_server_options) -> filefetch_status {
+    guard(|| {
+        // SAFETY: a non-NULL handle comes from filefetch_server_options_new.
+        let options = unsafe { try_ref(options, "options") }?;
+        let server = options.bind()?;
+        Ok(server.run()?)
+    })
+}

@@ -1,0 +1,8 @@
+"""``python -m filefetch serve PORT`` or ``python -m filefetch fetch HOST PORT NAME``."""
+
+import sys
+
+from ._cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

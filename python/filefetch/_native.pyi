@@ -1,0 +1,62 @@
+"""Native part of the filefetch package; import from ``filefetch`` instead."""
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Optional, Union, final
+
+from typing_extensions import Self
+
+__all__ = ["Server", "fetch", "fetch_bytes", "serve"]
+
+_PathLike = Union[str, "os.PathLike[str]"]
+
+def fetch(
+    host: str,
+    port: int,
+    name: str,
+    dest: Optional[_PathLike] = None,
+    *,
+    overwrite: bool = False,
+    timeout: float = 1.0,
+    progress: Optional[Callable[[int, int], object]] = None,
+) -> Path: ...
+def fetch_bytes(host: str, port: int, name: str, *, timeout: float = 1.0) -> bytes: ...
+def serve(
+    port: int,
+    root: _PathLike = ".",
+    *,
+    host: str = "0.0.0.0",
+    max_connections: int = 10000,
+    request_timeout: float = 1.0,
+    send_timeout: float = 10.0,
+) -> None: ...
+
+@final
+class Server:
+    def __new__(
+        cls,
+        port: int = 0,
+        root: _PathLike = ".",
+        *,
+        host: str = "127.0.0.1",
+        max_connections: int = 10000,
+        request_timeout: float = 1.0,
+        send_timeout: float = 10.0,
+    ) -> Self: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def address(self) -> tuple[str, int]: ...
+    @property
+    def closed(self) -> bool: ...
+    def close(self) -> None: ...
+    def serve_forever(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc_value: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> bool: ...

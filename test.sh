@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of filefetch on a fresh machine (Rust toolchain, Python 3 with pip, gcc,
 # make): formatting and lints, the Rust unit and integration tests, the interoperability tests
-# against the original scripts, the Python package's tests and the C library's tests.
+# against the original scripts, bounded fuzzing, the Python package's tests and the C library's
+# tests.
 # Whatever else is needed (pytest, maturin, valgrind, ...) is installed here, into .venv or
 # from the system's packages.
 set -euo pipefail
@@ -20,6 +21,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
 step "Rust tests"
 cargo test --workspace --exclude filefetch-python --locked
+
+step "Fuzzing (bounded: FUZZ_SECONDS per target, 20 by default)"
+bash tests/run-fuzz.sh
 
 step "Python environment (.venv)"
 if [ ! -x .venv/bin/python ]; then

@@ -30,6 +30,7 @@ use crate::args::{Cli, Command};
 use crate::exit::Exit;
 
 fn main() -> ExitCode {
+    ignore_sigxfsz();
     // Usage errors exit with status 2, help and version with 0 (clap's own convention).
     let cli = Cli::parse();
     let result = match cli.command {
@@ -44,3 +45,17 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Past a file-size limit (RLIMIT_FSIZE) a write raises SIGXFSZ, whose default action kills
+/// the process before it can remove its temporary file. Ignored, the write fails with EFBIG
+/// instead, and the fetch cleans up and reports it like a full disk.
+#[cfg(unix)]
+fn ignore_sigxfsz() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
+#[cfg(not(unix))]
+fn ignore_sigxfsz() {}

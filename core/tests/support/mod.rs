@@ -152,3 +152,134 @@ pub fn found(len: u32) -> Vec<u8> {
     h.extend_from_slice(&len.to_be_bytes());
     h
 }
+
+/// A raw FileRequest for `name`, FilenameLen taken from the name (which may be any bytes).
+pub fn request(name: &[u8]) -> Vec<u8> {
+    let mut req = vec![0x49, 0x7E, 1];
+    req.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    req.extend_from_slice(name);
+    req
+}
+
+/// The 8-byte StatusCode 0 response.
+pub const NOT_FOUND: [u8; 8] = [0x49, 0x7E, 2, 0, 0, 0, 0, 0];
+
+impl FakeServer {
+    /// A fake server that accepts one connection, reads the request, then runs `script` on
+    /// the stream; the connection closes when the script returns (unless it reset it).
+    pub fn scripted(script: impl FnOnce(&mut TcpStream) + Send + 'static) -> FakeServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let thread = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut header = [0u8; 5];
+            if s.read_exact(&mut header).is_err() {
+                return Vec::new();
+            }
+            let n = usize::from(u16::from_be_bytes([header[3], header[4]]));
+            let mut name = vec![0u8; n];
+            let _ = s.read_exact(&mut name);
+            script(&mut s);
+            name
+        });
+        FakeServer {
+            port,
+            thread: Some(thread),
+        }
+    }
+}
+
+/// Ends a connection with a reset (RST) instead of an orderly close.
+pub fn reset(stream: TcpStream) {
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(stream);
+}
+
+/// Connections the server on `port` still holds (ESTABLISHED or CLOSE_WAIT on its side),
+/// counted from /proc/net/tcp and /proc/net/tcp6. Listening sockets and TIME_WAIT do not
+/// count: a connection in TIME_WAIT has been closed.
+#[cfg(target_os = "linux")]
+pub fn held_connections(port: u16) -> usize {
+    let mut held = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state)) = (fields.get(1), fields.get(3)) else {
+                continue;
+            };
+            let local_port = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            // 01 ESTABLISHED, 08 CLOSE_WAIT.
+            if local_port == Some(port) && matches!(*state, "01" | "08") {
+                held += 1;
+            }
+        }
+    }
+    held
+}
+
+/// Waits (at most `patience`) until the server on `port` holds no connection; panics with
+/// the number still held otherwise.
+#[cfg(target_os = "linux")]
+pub fn assert_no_connection_held(port: u16, patience: Duration) {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        let held = held_connections(port);
+        if held == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server on port {port} still holds {held} connections"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit; returns that limit.
+#[cfg(unix)]
+pub fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(rc, 0);
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            ..limit
+        };
+        // SAFETY: setrlimit only reads the struct passed.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) }, 0);
+    }
+    limit.rlim_max
+}
+
+/// Counts panics on the server's threads (named "filefetch-server"), from the first call
+/// on: a panic in a connection task is caught by the runtime and would otherwise go unseen.
+pub fn server_panics() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Once;
+    static PANICS: AtomicUsize = AtomicUsize::new(0);
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().name() == Some("filefetch-server") {
+                PANICS.fetch_add(1, Ordering::SeqCst);
+            }
+            previous(info);
+        }));
+    });
+    PANICS.load(Ordering::SeqCst)
+}

@@ -44,6 +44,9 @@ pub struct FetchOptions {
     pub fsync: bool,
     /// Polled about every 50 ms while waiting for data; `true` aborts the fetch.
     pub interrupt: Option<InterruptCheck>,
+    /// Use the portable receive path (read into a buffer, then write) even where a
+    /// zero-copy one exists (`splice` on Linux).
+    pub portable: bool,
 }
 
 impl Default for FetchOptions {
@@ -55,6 +58,7 @@ impl Default for FetchOptions {
             overwrite: false,
             fsync: false,
             interrupt: None,
+            portable: false,
         }
     }
 }
@@ -68,6 +72,7 @@ impl fmt::Debug for FetchOptions {
             .field("overwrite", &self.overwrite)
             .field("fsync", &self.fsync)
             .field("interrupt", &self.interrupt.as_ref().map(|_| "Fn"))
+            .field("portable", &self.portable)
             .finish()
     }
 }
@@ -111,6 +116,12 @@ impl FetchOptions {
     /// Sets a check polled while waiting; when it returns `true` the fetch stops cleanly.
     pub fn interrupt(mut self, check: impl Fn() -> bool + Send + Sync + 'static) -> Self {
         self.interrupt = Some(Arc::new(check));
+        self
+    }
+
+    /// Forces the portable receive path.
+    pub fn portable(mut self, portable: bool) -> Self {
+        self.portable = portable;
         self
     }
 }
@@ -177,6 +188,7 @@ pub fn fetch_with_progress(
         total,
         &mut progress,
         &temp_path,
+        options.portable,
     )?;
     conn.expect_end(total)?;
     if options.fsync {
@@ -403,12 +415,22 @@ impl Connection {
     /// One read, waiting at most the idle timeout for data, running the interrupt check
     /// every poll interval.
     pub(crate) fn read(&mut self, buf: &mut [u8]) -> Result<usize, ReadError> {
+        self.read_with(|mut stream| stream.read(buf))
+    }
+
+    /// Runs `op`, a read-like call on the socket (`read`, `splice`), under the same rules
+    /// as [`Connection::read`]: the socket's receive timeout makes it return `WouldBlock`
+    /// each poll interval, and it is retried until the idle timeout.
+    pub(crate) fn read_with(
+        &mut self,
+        mut op: impl FnMut(&TcpStream) -> io::Result<usize>,
+    ) -> Result<usize, ReadError> {
         let start = Instant::now();
         loop {
             if self.interrupted() {
                 return Err(ReadError::Interrupted);
             }
-            match self.stream.read(buf) {
+            match op(&self.stream) {
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_timeout(&e) => {

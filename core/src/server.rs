@@ -8,13 +8,14 @@
 
 use std::fmt;
 use std::fs::File;
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -506,7 +507,17 @@ async fn exchange(
     let mut header = None;
     // Read the header, then the name, all before one deadline counted from accept.
     while got < want {
-        match timeout_at(deadline, stream.read(&mut buf[got..want])).await {
+        // The request usually arrives with the connection: read it straight away, and wait
+        // for readiness (a trip through the event loop) only when it is not there yet.
+        let ready = match Read::read(&mut &*SockRef::from(&*stream), &mut buf[got..want]) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+            result => Some(Ok(result)),
+        };
+        let read = match ready {
+            Some(result) => result,
+            None => timeout_at(deadline, stream.read(&mut buf[got..want])).await,
+        };
+        match read {
             Err(_) => return Outcome::RequestTimeout,
             Ok(Ok(0)) => return Outcome::RequestCut(got),
             Ok(Ok(n)) => got += n,

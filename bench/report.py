@@ -1,0 +1,267 @@
+"""Turns the figures bench/run.sh records into a table of medians and ratios (printed and
+written as Markdown) and a plot.
+
+    report.py RAW.tsv [--markdown OUT.md] [--plot OUT.png]
+
+RAW.tsv has one figure per line: scenario, subject, metric, value. Only the standard library
+is needed for the table; the plot needs matplotlib and is skipped without it.
+"""
+
+import argparse
+import statistics
+import sys
+from collections import defaultdict
+
+MIB = 1024.0  # KiB per MiB
+
+
+def load(path):
+    figures = defaultdict(list)
+    meta = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != 4:
+                continue
+            scenario, subject, metric, value = parts
+            if scenario == "meta":
+                meta[metric] = value
+                continue
+            try:
+                figures[(scenario, subject, metric)].append(float(value))
+            except ValueError:
+                pass
+    return figures, meta
+
+
+class Figures:
+    def __init__(self, figures):
+        self.figures = figures
+
+    def runs(self, scenario, subject, metric):
+        return self.figures.get((scenario, subject, metric), [])
+
+    def median(self, scenario, subject, metric):
+        values = self.runs(scenario, subject, metric)
+        return statistics.median(values) if values else float("nan")
+
+    def best(self, scenario, subject, metric):
+        values = self.runs(scenario, subject, metric)
+        return min(values) if values else float("nan")
+
+    def spread(self, scenario, subject, metric):
+        values = self.runs(scenario, subject, metric)
+        if len(values) < 2:
+            return ""
+        return f" ({min(values):.3g}-{max(values):.3g})"
+
+
+def rows(fig):
+    """(scenario, what, filefetch, anchor, ratio, target, met) for each target."""
+    m = fig.median
+    out = []
+
+    ff1, curl1, dd1 = m("s1", "filefetch", "seconds"), m("s1", "nginx+curl", "seconds"), m("s1", "copy", "seconds")
+    iperf = m("s1", "iperf3", "seconds")
+    r = ff1 / curl1
+    out.append(("1", "1 GiB onto tmpfs: time vs nginx + curl",
+                f"{ff1:.3f} s{fig.spread('s1', 'filefetch', 'seconds')}",
+                f"{curl1:.3f} s{fig.spread('s1', 'nginx+curl', 'seconds')}",
+                f"{r:.2f}x", "<= 0.65x", r <= 0.65))
+    r = ff1 / dd1
+    out.append(("1", "1 GiB onto tmpfs: time vs local copy (dd bs=4M)",
+                f"{ff1:.3f} s", f"{dd1:.3f} s{fig.spread('s1', 'copy', 'seconds')}",
+                f"{r:.2f}x", "<= 1.3x", r <= 1.3))
+    # On a machine with other load, the fastest run of each is the least disturbed one.
+    b_ff, b_curl, b_dd = (fig.best("s1", s, "seconds") for s in ("filefetch", "nginx+curl", "copy"))
+    out.append(("1", "same two ratios from the fastest run of each (least disturbed by other load)",
+                f"{b_ff:.3f} s", f"curl {b_curl:.3f} s, dd {b_dd:.3f} s",
+                f"{b_ff / b_curl:.2f}x, {b_ff / b_dd:.2f}x", "<= 0.65x, <= 1.3x",
+                b_ff / b_curl <= 0.65 and b_ff / b_dd <= 1.3))
+    out.append(("1", "loopback TCP alone (iperf3, 1 GiB, not written)", "",
+                f"{iperf:.3f} s ({8 * 1.073741824 / iperf:.1f} Gbit/s)", f"{ff1 / iperf:.2f}x", "(floor)", None))
+
+    ff2, orig2 = m("s2", "filefetch", "seconds"), m("s2", "original", "seconds")
+    r = orig2 / ff2
+    out.append(("2", "largest file the originals move: speed-up over server.py + client.py",
+                f"{ff2:.3f} s{fig.spread('s2', 'filefetch', 'seconds')}",
+                f"{orig2:.3f} s{fig.spread('s2', 'original', 'seconds')}",
+                f"{r:.1f}x faster", ">= 5x", r >= 5))
+
+    ff3, ng3 = m("s3", "filefetch", "rps"), m("s3", "nginx", "rps")
+    r = ff3 / ng3
+    b3 = max(fig.runs("s3", "filefetch", "rps") or [float("nan")]) / max(fig.runs("s3", "nginx", "rps") or [float("nan")])
+    out.append(("3", "1 KiB files, 32 clients, connection per file: requests/s vs nginx",
+                f"{ff3:,.0f}/s{fig.spread('s3', 'filefetch', 'rps')}",
+                f"{ng3:,.0f}/s{fig.spread('s3', 'nginx', 'rps')}",
+                f"{r:.2f}x", ">= 1.25x", r >= 1.25))
+    out.append(("3", "same, ratio of the best run of each", "", "", f"{b3:.2f}x", ">= 1.25x", b3 >= 1.25))
+    out.append(("3", "same, p99 latency",
+                f"{m('s3', 'filefetch', 'p99_ms'):.2f} ms", f"{m('s3', 'nginx', 'p99_ms'):.2f} ms",
+                "", "", None))
+    cpu_ff, cpu_ng = m("s3", "filefetch", "server_cpu_us_per_request"), m("s3", "nginx", "server_cpu_us_per_request")
+    out.append(("3", "same, server CPU time per request (user + system)",
+                f"{cpu_ff:.1f} us", f"{cpu_ng:.1f} us", f"{cpu_ff / cpu_ng:.2f}x", "", None))
+    errors3 = sum(fig.runs("s3", "filefetch", "errors")) + sum(fig.runs("s3", "nginx", "errors"))
+    if errors3:
+        out.append(("3", "errors (all runs, both servers)", "", "", f"{errors3:.0f}", "", None))
+
+    srv = max(fig.runs("s4", "filefetch", "server_peak_rss_kib") or [float("nan")]) / MIB
+    out.append(("4", "server peak RSS serving the 1 GiB file",
+                f"{srv:.1f} MiB",
+                f"nginx {m('s4', 'nginx', 'server_peak_rss_kib') / MIB:.1f} MiB (all processes); "
+                f"server.py {m('s4', 'original', 'server_peak_rss_kib') / MIB:.0f} MiB "
+                "serving the scenario 2 file",
+                "", "<= 16 MiB", srv <= 16))
+    cli = max(fig.runs("s1", "filefetch", "client_rss_kib") or [float("nan")]) / MIB
+    out.append(("4", "client peak RSS fetching the 1 GiB file",
+                f"{cli:.1f} MiB", f"curl {m('s1', 'nginx+curl', 'client_rss_kib') / MIB:.1f} MiB",
+                "", "<= 16 MiB", cli <= 16))
+    idle = m("s4", "filefetch", "idle_10k_rss_kib") / MIB
+    opened = m("s4", "filefetch", "idle_10k_open")
+    out.append(("4", "server RSS holding 10,000 idle connections",
+                f"{idle:.1f} MiB ({opened:.0f} open)",
+                f"nginx {m('s4', 'nginx', 'idle_10k_rss_kib') / MIB:.1f} MiB "
+                f"({m('s4', 'nginx', 'idle_10k_open'):.0f} open)",
+                "", "<= 64 MiB", idle <= 64 and opened >= 10000))
+
+    p99 = max(fig.runs("s5", "filefetch", "p99_ms") or [float("nan")])
+    errs = sum(fig.runs("s5", "filefetch", "errors"))
+    out.append(("5", "1 KiB fetches during a 1,000-connection idle flood: worst p99, errors",
+                f"{p99:.2f} ms, {errs:.0f} errors",
+                f"nginx {max(fig.runs('s5', 'nginx', 'p99_ms') or [float('nan')]):.2f} ms, "
+                f"{sum(fig.runs('s5', 'nginx', 'errors')):.0f} errors",
+                "", "<= 10 ms, 0 errors", p99 <= 10 and errs == 0))
+    return out
+
+
+def markdown(fig, meta):
+    lines = []
+    lines.append(f"Run of {meta.get('date', '?')}: medians of {meta.get('runs', '?')} alternating runs "
+                 "(range in brackets).")
+    lines.append("")
+    lines.append("| # | scenario | filefetch | anchor | ratio | target | met |")
+    lines.append("|---|---|---|---|---|---|---|")
+    for sc, what, ff, anchor, ratio, target, met in rows(fig):
+        mark = "" if met is None else ("yes" if met else "**no**")
+        lines.append(f"| {sc} | {what} | {ff} | {anchor} | {ratio} | {target} | {mark} |")
+    lines.append("")
+    lines.append("Machine: " + ", ".join(
+        f"{k.replace('_', ' ')} {meta[k]}" for k in
+        ("cpu", "cores", "memory_gib", "kernel", "os", "virtualization", "nginx", "curl", "iperf3", "python",
+         "loadavg_start", "loadavg_end") if k in meta) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def plot(fig, meta, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("report: matplotlib not available, no plot", file=sys.stderr)
+        return
+    blue, grey, light = "#1f5fa8", "#8a8a8a", "#c8c8c8"
+    f, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+    f.suptitle(f"filefetch benchmarks, {meta.get('date', '')}: {meta.get('cores', '?')} cores, "
+               f"{meta.get('cpu', '')}", fontsize=11)
+
+    def bars(ax, entries, title, unit, target=None, target_label=None):
+        names = [e[0] for e in entries]
+        med = [fig.median(*e[1]) for e in entries]
+        colors = [blue if n.startswith("filefetch") else grey for n in names]
+        ax.bar(names, med, color=colors)
+        for i, e in enumerate(entries):
+            runs = fig.runs(*e[1])
+            ax.scatter([i] * len(runs), runs, color="black", s=8, zorder=3)
+            label = f"{med[i]:,.0f}" if med[i] >= 1000 else f"{med[i]:.3g}"
+            ax.annotate(label, (i, med[i]), ha="center", va="bottom", fontsize=8)
+        if target is not None:
+            ax.axhline(target, color="#c0392b", linestyle="--", linewidth=1)
+            ax.annotate(target_label, (len(entries) - 0.5, target), ha="right", va="bottom",
+                        fontsize=8, color="#c0392b")
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel(unit)
+        ax.tick_params(axis="x", labelsize=8)
+
+    curl = fig.median("s1", "nginx+curl", "seconds")
+    dd = fig.median("s1", "copy", "seconds")
+    bars(axes[0][0], [("filefetch", ("s1", "filefetch", "seconds")),
+                      ("nginx+curl", ("s1", "nginx+curl", "seconds")),
+                      ("dd copy", ("s1", "copy", "seconds")),
+                      ("iperf3\n(no write)", ("s1", "iperf3", "seconds"))],
+         "1. 1 GiB onto tmpfs (lower is better)", "seconds",
+         min(0.65 * curl, 1.3 * dd), "target: min(0.65x curl, 1.3x dd)")
+    orig = fig.median("s2", "original", "seconds")
+    bars(axes[0][1], [("filefetch", ("s2", "filefetch", "seconds")),
+                      ("server.py +\nclient.py", ("s2", "original", "seconds"))],
+         "2. largest file the originals move (lower is better)", "seconds", orig / 5, "target: 1/5 of original")
+    ng = fig.median("s3", "nginx", "rps")
+    bars(axes[0][2], [("filefetch", ("s3", "filefetch", "rps")), ("nginx", ("s3", "nginx", "rps"))],
+         "3. 1 KiB, 32 clients, conn/request (higher is better)", "requests/s", 1.25 * ng, "target: 1.25x nginx")
+
+    ax = axes[1][0]
+    mem = [("filefetch\nserving 1 GiB", ("s4", "filefetch", "server_peak_rss_kib")),
+           ("filefetch\nclient 1 GiB", ("s1", "filefetch", "client_rss_kib")),
+           ("nginx\nserving 1 GiB", ("s4", "nginx", "server_peak_rss_kib")),
+           ("curl\n1 GiB", ("s1", "nginx+curl", "client_rss_kib"))]
+    vals = [fig.median(*e[1]) / MIB for e in mem]
+    ax.bar([e[0] for e in mem], vals, color=[blue, blue, grey, grey])
+    for i, v in enumerate(vals):
+        ax.annotate(f"{v:.1f}", (i, v), ha="center", va="bottom", fontsize=8)
+    ax.axhline(16, color="#c0392b", linestyle="--", linewidth=1)
+    ax.annotate("target: 16 MiB", (3.5, 16), ha="right", va="bottom", fontsize=8, color="#c0392b")
+    ax.set_title("4. peak RSS, one 1 GiB transfer (lower is better)", fontsize=10)
+    ax.set_ylabel("MiB")
+    ax.tick_params(axis="x", labelsize=8)
+
+    ax = axes[1][1]
+    idle = [("filefetch", fig.median("s4", "filefetch", "idle_10k_rss_kib") / MIB),
+            ("nginx", fig.median("s4", "nginx", "idle_10k_rss_kib") / MIB)]
+    ax.bar([n for n, _ in idle], [v for _, v in idle], color=[blue, grey])
+    for i, (_, v) in enumerate(idle):
+        ax.annotate(f"{v:.1f}", (i, v), ha="center", va="bottom", fontsize=8)
+    ax.axhline(64, color="#c0392b", linestyle="--", linewidth=1)
+    ax.annotate("target: 64 MiB", (1.5, 64), ha="right", va="bottom", fontsize=8, color="#c0392b")
+    ax.set_title("4. server RSS, 10,000 idle connections", fontsize=10)
+    ax.set_ylabel("MiB")
+
+    ax = axes[1][2]
+    labels, x = ["p50", "p99", "max"], range(3)
+    for off, (subject, color) in ((-0.2, ("filefetch", blue)), (0.2, ("nginx", grey))):
+        vals = [fig.median("s5", subject, k) for k in ("p50_ms", "p99_ms", "max_ms")]
+        ax.bar([i + off for i in x], vals, width=0.4, color=color, label=subject)
+        for i, v in zip(x, vals):
+            ax.annotate(f"{v:.2f}", (i + off, v), ha="center", va="bottom", fontsize=7)
+    ax.axhline(10, color="#c0392b", linestyle="--", linewidth=1)
+    ax.annotate("target p99: 10 ms", (2.4, 10), ha="right", va="bottom", fontsize=8, color="#c0392b")
+    ax.set_xticks(list(x), labels)
+    ax.set_yscale("log")
+    ax.set_title("5. 1 KiB fetch latency, 1,000 idle connections open", fontsize=10)
+    ax.set_ylabel("ms (log)")
+    ax.legend(fontsize=8)
+
+    f.tight_layout()
+    f.savefig(path, dpi=110)
+    print(f"plot written to {path}", file=sys.stderr)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("raw")
+    ap.add_argument("--markdown")
+    ap.add_argument("--plot")
+    args = ap.parse_args()
+    figures, meta = load(args.raw)
+    fig = Figures(figures)
+    text = markdown(fig, meta)
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "w", encoding="utf-8") as f:
+            f.write(text)
+    if args.plot:
+        plot(fig, meta, args.plot)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,344 @@
+#!/usr/bin/env bash
+# The benchmark suite: filefetch against nginx + curl, a local copy, loopback TCP (iperf3)
+# and the original Python scripts, all in one run on 127.0.0.1.
+#
+#   ./bench/run.sh            # everything, 5 runs of each timed scenario (about 6 minutes)
+#   BENCH_RUNS=3 ./bench/run.sh
+#
+# Installs what it lacks (nginx-light, curl, iperf3, time: system packages; matplotlib in
+# bench/.venv), builds the release binaries, runs every scenario alternating the subjects,
+# then prints a table of medians and ratios and writes bench/results/latest.{md,png,tsv}.
+# Every process it starts is stopped on exit, whatever the exit.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$HERE")
+RUNS=${BENCH_RUNS:-5}
+LOAD_SECS=${BENCH_LOAD_SECS:-5}
+BIG_MIB=1024
+ORIG_MIB=${BENCH_ORIG_MIB:-300}
+RESULTS=$HERE/results
+RELEASE=$REPO/target/release
+FF=$RELEASE/filefetch
+LOADGEN=$RELEASE/filefetch-loadgen
+
+PIDS=()
+WORK=""
+DEST=""
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    [[ -n $WORK ]] && rm -rf "$WORK"
+    [[ -n $DEST ]] && rm -rf "$DEST"
+    return 0
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
+die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- what the suite needs
+install_packages() {
+    local missing=()
+    command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
+    command -v curl >/dev/null || missing+=(curl)
+    command -v iperf3 >/dev/null || missing+=(iperf3)
+    [[ -x /usr/bin/time ]] || missing+=(time)
+    command -v python3 >/dev/null || missing+=(python3 python3-venv)
+    ((${#missing[@]} == 0)) && return
+    say "installing ${missing[*]}"
+    [[ $(id -u) == 0 ]] || die "need root to install ${missing[*]}"
+    # Keep the packages' own services (nginx on port 80) from starting: the suite runs its
+    # own nginx from a generated configuration.
+    local policy=/usr/sbin/policy-rc.d created=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created=1
+    fi
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+    ((created)) && rm -f "$policy"
+    return 0
+}
+
+setup_venv() {
+    local venv=$HERE/.venv
+    if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
+        say "installing matplotlib into bench/.venv"
+        python3 -m venv "$venv" &&
+            "$venv/bin/pip" install -q --disable-pip-version-check matplotlib >/dev/null ||
+            echo "bench: matplotlib unavailable; the plot will be skipped" >&2
+    fi
+    if [[ -x $venv/bin/python ]]; then PY=$venv/bin/python; else PY=python3; fi
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Waits (at most 10 s) until something accepts connections on the port.
+wait_port() {
+    local i
+    for ((i = 0; i < 200; i++)); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    die "nothing listening on port $1"
+}
+
+now_ns() { date +%s%N; }
+
+# Records one figure: scenario, subject, metric, value.
+rec() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RAW"; }
+
+# Runs a command (bounded by a timeout), records its wall time in seconds and, when a
+# metric name is given, its peak RSS in KiB. Fails the suite if it fails.
+timed() {
+    local scenario=$1 subject=$2 rss_metric=$3
+    shift 3
+    local t0 t1 tf=$WORK/time.out
+    t0=$(now_ns)
+    if ! timeout 120 /usr/bin/time -f '%M' -o "$tf" "$@" >"$WORK/cmd.out" 2>&1; then
+        cat "$WORK/cmd.out" >&2
+        die "$subject failed: $*"
+    fi
+    t1=$(now_ns)
+    rec "$scenario" "$subject" seconds "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", (b - a) / 1e9 }')"
+    [[ -n $rss_metric ]] && rec "$scenario" "$subject" "$rss_metric" "$(tail -1 "$tf")"
+    return 0
+}
+
+check_size() {
+    local got
+    got=$(stat -c %s "$1")
+    [[ $got == "$2" ]] || die "$1 is $got bytes, expected $2"
+}
+
+# CPU time (user + system, in clock ticks) of a process and its children.
+cpu_ticks() {
+    local total=0 pid
+    for pid in "$1" $(pgrep -P "$1" || true); do
+        total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+    done
+    echo "$total"
+}
+
+vm() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+
+# Sum of a field (VmRSS, VmHWM) over a process and its children (nginx's workers).
+vm_tree() {
+    local total=0 pid
+    for pid in "$1" $(pgrep -P "$1" || true); do
+        total=$((total + $(vm "$pid" "$2")))
+    done
+    echo "$total"
+}
+
+start_filefetch() { # port, extra options...
+    local port=$1
+    shift
+    "$FF" serve "$port" --bind 127.0.0.1 --root "$WORK/root" "$@" >>"$WORK/filefetch.log" 2>&1 &
+    FF_PID=$!
+    PIDS+=("$FF_PID")
+    wait_port "$port"
+}
+
+stop() { # pid
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
+start_nginx() { # port
+    local dir=$WORK/nginx
+    mkdir -p "$dir"
+    sed -e "s|@WORKERS@|$(nproc)|; s|@DIR@|$dir|g; s|@ROOT@|$WORK/root|; s|@PORT@|$1|" \
+        "$HERE/nginx.conf.in" >"$dir/nginx.conf"
+    nginx -c "$dir/nginx.conf" -p "$dir" -e "$dir/nginx-error.log" &
+    NGINX_PID=$!
+    PIDS+=("$NGINX_PID")
+    wait_port "$1"
+}
+
+# Runs the load generator against a server; records the key=value figures it prints and
+# the server's CPU time per request (all its threads and processes).
+loadgen() { # scenario subject server-pid args...
+    local scenario=$1 subject=$2 pid=$3 line kv before after requests
+    shift 3
+    before=$(cpu_ticks "$pid")
+    line=$(timeout 120 "$LOADGEN" run "$@" 2>>"$WORK/loadgen.err" | tail -1)
+    after=$(cpu_ticks "$pid")
+    [[ $line == requests=* ]] || die "load generator failed: $(tail -3 "$WORK/loadgen.err")"
+    for kv in $line; do
+        rec "$scenario" "$subject" "${kv%%=*}" "${kv#*=}"
+    done
+    requests=${line#requests=}
+    requests=${requests%% *}
+    rec "$scenario" "$subject" server_cpu_us_per_request \
+        "$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$requests" 'BEGIN { printf "%.2f", t * 1e6 / hz / (n > 0 ? n : 1) }')"
+}
+
+# ---------------------------------------------------------------- set-up
+install_packages
+setup_venv
+ulimit -n "$(ulimit -Hn)"
+# 10,000 idle connections need as many descriptors in the server and in the load generator.
+if (($(ulimit -n) < 12000)); then
+    ulimit -Hn 65536 2>/dev/null && ulimit -n 65536 ||
+        echo "bench: open file limit $(ulimit -n); the 10,000-connection figure may suffer" >&2
+fi
+
+say "building release binaries"
+(cd "$REPO" && cargo build --release -q -p filefetch-cli -p filefetch-loadgen)
+
+WORK=$(mktemp -d /var/tmp/filefetch-bench.XXXXXX)
+DEST=$(mktemp -d /dev/shm/filefetch-bench.XXXXXX)
+RAW=$WORK/raw.tsv
+mkdir -p "$WORK/root" "$RESULTS"
+chmod 755 "$WORK" # nginx's workers run as an unprivileged user
+: >"$RAW"
+
+rec meta machine cpu "$(lscpu | sed -n 's/^Model name: *//p' | head -1)"
+rec meta machine cores "$(nproc)"
+rec meta machine memory_gib "$(awk '/MemTotal/ { printf "%.1f", $2 / 1048576 }' /proc/meminfo)"
+rec meta machine kernel "$(uname -r)"
+rec meta machine os "$(. /etc/os-release && echo "$PRETTY_NAME")"
+rec meta machine virtualization "$(systemd-detect-virt 2>/dev/null || echo unknown)"
+rec meta machine nginx "$(nginx -v 2>&1 | sed 's|.*/||')"
+rec meta machine curl "$(curl --version | head -1 | cut -d' ' -f2)"
+rec meta machine iperf3 "$(iperf3 --version | head -1 | cut -d' ' -f2)"
+rec meta machine python "$(python3 --version | cut -d' ' -f2)"
+rec meta machine loadavg_start "$(cut -d' ' -f1-3 /proc/loadavg)"
+rec meta machine date "$(date -u +%Y-%m-%dT%H:%MZ)"
+rec meta suite runs "$RUNS"
+
+say "creating test files"
+head -c $((BIG_MIB << 20)) /dev/urandom >"$WORK/root/big.bin"
+head -c $((ORIG_MIB << 20)) /dev/urandom >"$WORK/root/orig.bin"
+head -c 1024 /dev/urandom >"$WORK/root/1k.bin"
+cat "$WORK/root/big.bin" "$WORK/root/orig.bin" >/dev/null # into the page cache
+BIG=$((BIG_MIB << 20))
+ORIG=$((ORIG_MIB << 20))
+# The original scripts, where the interoperability tests find them too.
+ORIGINAL=${FILEFETCH_REFERENCE:-$REPO/../shared/reference}/original
+[[ -f $ORIGINAL/server.py && -f $ORIGINAL/client.py ]] ||
+    die "the original scripts are expected in $ORIGINAL (set FILEFETCH_REFERENCE)"
+cp "$ORIGINAL/server.py" "$ORIGINAL/client.py" "$WORK/"
+
+FF_PORT=$(free_port)
+NGINX_PORT=$(free_port)
+start_nginx "$NGINX_PORT"
+
+# ---------------------------------------------------------------- 1: one 1 GiB file to tmpfs
+say "scenario 1: 1 GiB, page-cached, onto tmpfs ($RUNS runs each)"
+start_filefetch "$FF_PORT"
+# One untimed round first: the first 1 GiB written to a fresh tmpfs costs every subject more.
+"$FF" fetch 127.0.0.1 "$FF_PORT" big.bin -o "$DEST/big.bin" >/dev/null
+rm -f "$DEST/big.bin"
+curl -sSf -o "$DEST/big.bin" "http://127.0.0.1:$NGINX_PORT/big.bin"
+rm -f "$DEST/big.bin"
+dd if="$WORK/root/big.bin" of="$DEST/big.bin" bs=4M status=none
+for ((run = 1; run <= RUNS; run++)); do
+    rm -f "$DEST/big.bin"
+    timed s1 filefetch client_rss_kib "$FF" fetch 127.0.0.1 "$FF_PORT" big.bin -o "$DEST/big.bin"
+    check_size "$DEST/big.bin" "$BIG"
+    ((run == 1)) && { cmp -s "$WORK/root/big.bin" "$DEST/big.bin" || die "filefetch: contents differ"; }
+    rm -f "$DEST/big.bin"
+    timed s1 nginx+curl client_rss_kib curl -sSf -o "$DEST/big.bin" "http://127.0.0.1:$NGINX_PORT/big.bin"
+    check_size "$DEST/big.bin" "$BIG"
+    rm -f "$DEST/big.bin"
+    timed s1 copy "" dd if="$WORK/root/big.bin" of="$DEST/big.bin" bs=4M
+    check_size "$DEST/big.bin" "$BIG"
+    rm -f "$DEST/big.bin"
+    # Loopback TCP alone: 1 GiB from memory to a reader that discards it.
+    IPERF_PORT=$(free_port)
+    iperf3 -s -1 -B 127.0.0.1 -p "$IPERF_PORT" >/dev/null 2>&1 &
+    IPERF_PID=$!
+    PIDS+=("$IPERF_PID")
+    sleep 0.2
+    secs=$(timeout 60 iperf3 -c 127.0.0.1 -p "$IPERF_PORT" -n "$BIG" -Z -J |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["seconds"])')
+    rec s1 iperf3 seconds "$secs"
+    stop "$IPERF_PID"
+done
+# 4: what serving the 1 GiB file cost the servers (peak over all the runs above).
+rec s4 filefetch server_peak_rss_kib "$(vm "$FF_PID" VmHWM)"
+rec s4 nginx server_peak_rss_kib "$(vm_tree "$NGINX_PID" VmHWM)"
+stop "$FF_PID"
+
+# ---------------------------------------------------------------- 2: against the originals
+say "scenario 2: ${ORIG_MIB} MiB, filefetch against server.py + client.py ($RUNS runs each)"
+ORIG_PORT=$(free_port)
+(cd "$WORK/root" && exec python3 -u "$WORK/server.py" "$ORIG_PORT" >"$WORK/server.py.log" 2>&1) &
+ORIG_PID=$!
+PIDS+=("$ORIG_PID")
+for ((i = 0; i < 100; i++)); do grep -q Waiting "$WORK/server.py.log" && break; sleep 0.05; done
+start_filefetch "$FF_PORT"
+for ((run = 1; run <= RUNS; run++)); do
+    rm -f "$DEST/orig.bin"
+    timed s2 filefetch "" "$FF" fetch 127.0.0.1 "$FF_PORT" orig.bin -o "$DEST/orig.bin"
+    check_size "$DEST/orig.bin" "$ORIG"
+    rm -f "$DEST/orig.bin"
+    (cd "$DEST" && timed s2 original "" python3 "$WORK/client.py" 127.0.0.1 "$ORIG_PORT" orig.bin)
+    grep -q "Download succeed" "$WORK/cmd.out" || die "client.py failed: $(cat "$WORK/cmd.out")"
+    check_size "$DEST/orig.bin" "$ORIG"
+done
+rm -f "$DEST/orig.bin"
+rec s4 original server_peak_rss_kib "$(vm "$ORIG_PID" VmHWM)"
+stop "$ORIG_PID"
+stop "$FF_PID"
+
+# ---------------------------------------------------------------- 3: small files under load
+say "scenario 3: 1 KiB files, 32 clients, a connection per file (${LOAD_SECS} s x $RUNS each)"
+start_filefetch "$FF_PORT"
+for ((run = 1; run <= RUNS; run++)); do
+    loadgen s3 filefetch "$FF_PID" --addr "127.0.0.1:$FF_PORT" --proto filefetch --name 1k.bin \
+        --concurrency 32 --seconds "$LOAD_SECS" --expect-bytes 1024
+    loadgen s3 nginx "$NGINX_PID" --addr "127.0.0.1:$NGINX_PORT" --proto http --name 1k.bin \
+        --concurrency 32 --seconds "$LOAD_SECS" --expect-bytes 1024
+done
+stop "$FF_PID"
+
+# ---------------------------------------------------------------- 5: idle-connection flood
+say "scenario 5: 1 KiB fetches while 1,000 idle connections sit open"
+start_filefetch "$FF_PORT"
+for ((run = 1; run <= 2; run++)); do
+    loadgen s5 filefetch "$FF_PID" --addr "127.0.0.1:$FF_PORT" --proto filefetch --name 1k.bin \
+        --concurrency 1 --seconds "$LOAD_SECS" --expect-bytes 1024 --idle 1000
+    loadgen s5 nginx "$NGINX_PID" --addr "127.0.0.1:$NGINX_PORT" --proto http --name 1k.bin \
+        --concurrency 1 --seconds "$LOAD_SECS" --expect-bytes 1024 --idle 1000
+done
+stop "$FF_PID"
+
+# ---------------------------------------------------------------- 4: 10,000 idle connections
+say "scenario 4: server memory holding 10,000 idle connections"
+# The request deadline is raised so that all 10,000 are held at once (by default each is
+# dropped a second after it connects without sending a request).
+start_filefetch "$FF_PORT" --request-timeout 60
+hold_idle() { # subject port pid
+    local out=$WORK/hold.out before
+    before=$(vm_tree "$3" VmRSS)
+    timeout 60 "$LOADGEN" hold --addr "127.0.0.1:$2" --connections 10000 --seconds 4 >"$out" 2>>"$WORK/loadgen.err" &
+    local hold=$!
+    PIDS+=("$hold")
+    for ((i = 0; i < 400; i++)); do grep -qs '^open=' "$out" && break; sleep 0.05; done
+    sleep 1
+    rec s4 "$1" idle_10k_open "$(sed -n 's/^open=//p' "$out")"
+    rec s4 "$1" idle_10k_rss_kib "$(vm_tree "$3" VmRSS)"
+    rec s4 "$1" idle_base_rss_kib "$before"
+    wait "$hold" || true
+}
+hold_idle filefetch "$FF_PORT" "$FF_PID"
+stop "$FF_PID"
+hold_idle nginx "$NGINX_PORT" "$NGINX_PID"
+stop "$NGINX_PID"
+
+rec meta machine loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# ---------------------------------------------------------------- report
+cp "$RAW" "$RESULTS/latest.tsv"
+"$PY" "$HERE/report.py" "$RESULTS/latest.tsv" --markdown "$RESULTS/latest.md" --plot "$RESULTS/latest.png"

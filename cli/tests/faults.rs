@@ -38,15 +38,31 @@ fn is_root() -> bool {
 }
 
 /// Makes the child run as "nobody" when the tests run as root, so that file permissions
-/// apply to it; otherwise leaves it as it is.
-fn unprivileged(cmd: &mut Command) {
+/// apply to it; otherwise returns it as it is. The program run is then a copy of the command
+/// in a directory anyone may enter, since the build directory's parents may be closed to
+/// "nobody".
+fn unprivileged(cmd: Command) -> Command {
     if !is_root() {
-        return;
+        return cmd;
     }
+    let mut run = Command::new(public_binary());
+    run.args(cmd.get_args());
+    if let Some(dir) = cmd.get_current_dir() {
+        run.current_dir(dir);
+    }
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => run.env(key, value),
+            None => run.env_remove(key),
+        };
+    }
+    run.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     // SAFETY: the closure runs in the forked child before exec and makes only
     // async-signal-safe system calls.
     unsafe {
-        cmd.pre_exec(|| {
+        run.pre_exec(|| {
             if libc::setgroups(0, std::ptr::null()) != 0
                 || libc::setgid(NOBODY) != 0
                 || libc::setuid(NOBODY) != 0
@@ -56,6 +72,21 @@ fn unprivileged(cmd: &mut Command) {
             Ok(())
         });
     }
+    run
+}
+
+/// A copy of the command, readable and runnable by anyone, made once per test run.
+fn public_binary() -> &'static Path {
+    static COPY: std::sync::OnceLock<(tempfile::TempDir, std::path::PathBuf)> =
+        std::sync::OnceLock::new();
+    let (_, path) = COPY.get_or_init(|| {
+        let dir = open_dir();
+        let path = dir.path().join("filefetch");
+        fs::copy(env!("CARGO_BIN_EXE_filefetch"), &path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        (dir, path)
+    });
+    path
 }
 
 /// Sets a resource limit (soft and hard) in the child before exec.
@@ -267,8 +298,7 @@ fn read_only_destination_directory() {
 
     // The same user can fetch into a writable directory: the setup works.
     let fake = serving(b"abc".to_vec());
-    let mut cmd = fetch_cmd(base.path(), fake.port, &["-o", "rw"]);
-    unprivileged(&mut cmd);
+    let cmd = unprivileged(fetch_cmd(base.path(), fake.port, &["-o", "rw"]));
     let out = finish(cmd);
     assert_eq!(
         out.code,
@@ -282,8 +312,7 @@ fn read_only_destination_directory() {
         (&["-o", "ro/kept", "--overwrite"][..], vec!["kept"]),
     ] {
         let fake = serving(sample(100_000));
-        let mut cmd = fetch_cmd(base.path(), fake.port, args);
-        unprivileged(&mut cmd);
+        let cmd = unprivileged(fetch_cmd(base.path(), fake.port, args));
         let out = finish(cmd);
         assert_eq!(out.code, Some(1), "{args:?}: {out:?}");
         assert!(
@@ -371,12 +400,16 @@ fn signals_before_and_during_the_body() {
 }
 
 /// `filefetch serve` on `root` with `extra` arguments, prepared by `adjust`; its port.
-fn serve_with(root: &Path, extra: &[&str], adjust: impl FnOnce(&mut Command)) -> (Running, u16) {
+fn serve_with(
+    root: &Path,
+    extra: &[&str],
+    adjust: impl FnOnce(Command) -> Command,
+) -> (Running, u16) {
     let mut cmd = command(root);
     cmd.args(["serve", "0", "--bind", "127.0.0.1", "--root"])
         .arg(root)
         .args(extra);
-    adjust(&mut cmd);
+    let cmd = adjust(cmd);
     let mut server = Running::spawn(cmd);
     let line = server.stdout.wait_for(|l| l.starts_with("listening on "));
     let addr: SocketAddr = line["listening on ".len()..]
@@ -395,8 +428,9 @@ fn server_out_of_descriptors_recovers() {
     let root = tempdir().unwrap();
     let data = sample(200_000);
     fs::write(root.path().join("f"), &data).unwrap();
-    let (mut server, port) = serve_with(root.path(), &["--request-timeout", "1"], |cmd| {
-        limit(cmd, libc::RLIMIT_NOFILE, 64)
+    let (mut server, port) = serve_with(root.path(), &["--request-timeout", "1"], |mut cmd| {
+        limit(&mut cmd, libc::RLIMIT_NOFILE, 64);
+        cmd
     });
     let crowd: Vec<TcpStream> = (0..200)
         .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())

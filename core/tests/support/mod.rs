@@ -102,18 +102,7 @@ pub struct FakeServer {
 
 impl FakeServer {
     pub fn start(steps: Vec<Step>) -> FakeServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let thread = std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut header = [0u8; 5];
-            if s.read_exact(&mut header).is_err() {
-                return Vec::new();
-            }
-            let n = usize::from(u16::from_be_bytes([header[3], header[4]]));
-            let mut name = vec![0u8; n];
-            let _ = s.read_exact(&mut name);
+        FakeServer::scripted(move |s| {
             for step in steps {
                 match step {
                     Step::Send(bytes) => {
@@ -124,12 +113,7 @@ impl FakeServer {
                     Step::Pause(d) => std::thread::sleep(d),
                 }
             }
-            name
-        });
-        FakeServer {
-            port,
-            thread: Some(thread),
-        }
+        })
     }
 
     /// The name the client asked for.

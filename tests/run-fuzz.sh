@@ -25,8 +25,14 @@ if [ "${#targets[@]}" -eq 0 ]; then
 fi
 
 if ! command -v c++ >/dev/null 2>&1; then
-    echo "run-fuzz.sh: a C++ compiler (c++) is needed to build libFuzzer" >&2
-    exit 1
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        echo "installing g++ (libFuzzer is C++)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends g++ >/dev/null
+    else
+        echo "run-fuzz.sh: a C++ compiler (c++) is needed to build libFuzzer" >&2
+        exit 1
+    fi
 fi
 
 host="$(rustc -vV | sed -n 's/^host: //p')"

@@ -10,7 +10,7 @@ mod support;
 
 use std::fs;
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -411,13 +411,7 @@ fn serve_with(
         .args(extra);
     let cmd = adjust(cmd);
     let mut server = Running::spawn(cmd);
-    let line = server.stdout.wait_for(|l| l.starts_with("listening on "));
-    let addr: SocketAddr = line["listening on ".len()..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (addr, _) = support::listening(&mut server);
     (server, addr.port())
 }
 

@@ -157,13 +157,7 @@ pub fn serve(root: &Path, extra: &[&str]) -> (Running, u16) {
     .arg(root)
     .args(extra);
     let mut server = Running::spawn(cmd);
-    let line = server.stdout.wait_for(|l| l.starts_with("listening on "));
-    let addr: SocketAddr = line["listening on ".len()..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .expect("address in the listening line");
+    let (addr, line) = listening(&mut server);
     assert_eq!(addr.ip().to_string(), "127.0.0.1");
     assert_ne!(addr.port(), 0);
     let root_shown = line.split("(root: ").nth(1).unwrap().trim_end_matches(')');
@@ -173,6 +167,18 @@ pub fn serve(root: &Path, extra: &[&str]) -> (Running, u16) {
         "{line}"
     );
     (server, addr.port())
+}
+
+/// Waits for a server's `listening on ADDR (root: DIR)` line; returns the address and the line.
+pub fn listening(server: &mut Running) -> (SocketAddr, String) {
+    let line = server.stdout.wait_for(|l| l.starts_with("listening on "));
+    let addr: SocketAddr = line["listening on ".len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .expect("address in the listening line");
+    (addr, line)
 }
 
 /// What a finished `filefetch fetch` did.

@@ -23,7 +23,7 @@ use tempfile::tempdir;
 
 use support::{
     command, found_header, listing, sample, send, until_client_closes, wait_for_entry, FakeServer,
-    Outcome, Running, PATIENCE,
+    Running, PATIENCE,
 };
 
 /// The content an existing destination starts with; it must end with it too.
@@ -111,17 +111,6 @@ fn open_dir() -> tempfile::TempDir {
     let dir = tempdir().unwrap();
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     dir
-}
-
-/// Runs `cmd` to its end (at most PATIENCE).
-fn finish(cmd: Command) -> Outcome {
-    let mut child = Running::spawn(cmd);
-    let status = child.wait();
-    Outcome {
-        code: status.code(),
-        stdout: child.stdout.all(),
-        stderr: child.stderr.all(),
-    }
 }
 
 /// `filefetch fetch 127.0.0.1 PORT f [extra...]` in `dir`, as a command to adjust.
@@ -253,7 +242,7 @@ fn exit_code_of_each_server_fault() {
                 fs::write(dir.path().join("f"), PRECIOUS).unwrap();
                 extra.push("--overwrite");
             }
-            let out = finish(fetch_cmd(dir.path(), fake.port, &extra));
+            let out = support::run(fetch_cmd(dir.path(), fake.port, &extra));
             assert_eq!(out.code, Some(code), "{what}: {out:?}");
             assert!(
                 out.stderr.starts_with("filefetch: error: ") && out.stderr.contains(message),
@@ -299,7 +288,7 @@ fn read_only_destination_directory() {
     // The same user can fetch into a writable directory: the setup works.
     let fake = serving(b"abc".to_vec());
     let cmd = unprivileged(fetch_cmd(base.path(), fake.port, &["-o", "rw"]));
-    let out = finish(cmd);
+    let out = support::run(cmd);
     assert_eq!(
         out.code,
         Some(0),
@@ -313,7 +302,7 @@ fn read_only_destination_directory() {
     ] {
         let fake = serving(sample(100_000));
         let cmd = unprivileged(fetch_cmd(base.path(), fake.port, args));
-        let out = finish(cmd);
+        let out = support::run(cmd);
         assert_eq!(out.code, Some(1), "{args:?}: {out:?}");
         assert!(
             out.stderr.contains("ro: ") && out.stderr.contains("Permission denied"),
@@ -334,7 +323,7 @@ fn full_disk_leaves_nothing() {
     let dir = tempdir().unwrap();
     let mut cmd = fetch_cmd(dir.path(), fake.port, &[]);
     limit(&mut cmd, libc::RLIMIT_FSIZE, LIMIT);
-    let out = finish(cmd);
+    let out = support::run(cmd);
     assert_eq!(out.code, Some(0), "{out:?}");
     drop(fake);
 
@@ -348,7 +337,7 @@ fn full_disk_leaves_nothing() {
         }
         let mut cmd = fetch_cmd(dir.path(), fake.port, &extra);
         limit(&mut cmd, libc::RLIMIT_FSIZE, LIMIT);
-        let out = finish(cmd);
+        let out = support::run(cmd);
         assert_eq!(out.code, Some(1), "killed by a signal if None: {out:?}");
         assert!(out.stderr.contains("File too large"), "{out:?}");
         if existing {
@@ -436,7 +425,7 @@ fn server_out_of_descriptors_recovers() {
     drop(crowd);
     for _ in 0..5 {
         let dir = tempdir().unwrap();
-        let out = finish(fetch_cmd(dir.path(), port, &[]));
+        let out = support::run(fetch_cmd(dir.path(), port, &[]));
         assert_eq!(out.code, Some(0), "{out:?}");
         assert!(fs::read(dir.path().join("f")).unwrap() == data);
     }
@@ -485,7 +474,7 @@ fn unreadable_files_are_refused() {
     let dir = tempdir().unwrap();
     let mut cmd = command(dir.path());
     cmd.args(["fetch", "127.0.0.1", &port.to_string(), "open.txt"]);
-    let out = finish(cmd);
+    let out = support::run(cmd);
     assert_eq!(out.code, Some(0), "{out:?}");
     assert_eq!(fs::read(dir.path().join("open.txt")).unwrap(), b"readable");
     for name in [
@@ -496,7 +485,7 @@ fn unreadable_files_are_refused() {
     ] {
         let mut cmd = command(dir.path());
         cmd.args(["fetch", "127.0.0.1", &port.to_string(), name, "-o", "x"]);
-        let out = finish(cmd);
+        let out = support::run(cmd);
         assert_eq!(out.code, Some(3), "{name}: {out:?}");
     }
     assert_eq!(listing(dir.path()), ["open.txt"]);

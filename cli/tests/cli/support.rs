@@ -208,7 +208,8 @@ pub fn filefetch(dir: &Path, args: &[&str]) -> Outcome {
     run(cmd)
 }
 
-fn run(cmd: Command) -> Outcome {
+/// Runs `cmd` to its end (at most PATIENCE) and collects what it did.
+pub fn run(cmd: Command) -> Outcome {
     let mut child = Running::spawn(cmd);
     let status = child.wait();
     Outcome {

@@ -76,6 +76,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub threads: usize,
 
+    /// Seconds a small file (64 KiB or less) stays open for reuse by later requests of the
+    /// same name (0: open every file afresh). A file deleted or replaced is seen at once; a
+    /// rename away or a permission change can take this long.
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = secs)]
+    pub file_cache: Duration,
+
     /// Use the portable code paths instead of system-specific fast ones.
     #[arg(long)]
     pub portable: bool,

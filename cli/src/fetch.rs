@@ -15,7 +15,9 @@ const BAR_TEMPLATE: &str = "{wide_bar} {bytes}/{total_bytes} {binary_bytes_per_s
 
 /// Downloads the file; on success reports its size and where it went.
 pub fn run(args: FetchArgs) -> Result<(), Failure> {
-    let interrupt = Interrupt::install()
+    // The first signal stops the transfer (and removes its temporary file); a second one
+    // ends the process at once.
+    let interrupt = Interrupt::install(2)
         .map_err(|e| Failure::new(Exit::Other, format!("cannot handle signals: {e}")))?;
     let mut options = FetchOptions::new()
         .idle_timeout(args.timeout)

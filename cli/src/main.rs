@@ -19,6 +19,7 @@
 mod args;
 mod exit;
 mod fetch;
+mod logbuf;
 mod serve;
 mod signals;
 

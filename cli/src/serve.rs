@@ -1,6 +1,7 @@
 //! `filefetch serve`: bind, announce the addresses, log each connection, stop on a signal.
 
-use std::io::{self, IsTerminal, Write};
+use std::fmt::Write as _;
+use std::io::{self, IsTerminal};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::thread;
@@ -11,14 +12,22 @@ use tracing_subscriber::EnvFilter;
 
 use crate::args::ServeArgs;
 use crate::exit::{Exit, Failure};
+use crate::logbuf::LogBuf;
 use crate::signals::Interrupt;
 
-/// How often the signal watcher looks at the interrupt flag.
+/// How often the signal watchers look at the signal count.
 const SIGNAL_POLL: Duration = Duration::from_millis(50);
+
+/// On a second signal, how long the exit waits for the buffered log lines to be written.
+/// Enough for any output that is keeping up; a blocked one (a full pipe) is not waited for.
+const EXIT_FLUSH_LIMIT: Duration = Duration::from_millis(200);
 
 /// Runs the server until SIGINT or SIGTERM and the graceful shutdown that follows.
 pub fn run(args: ServeArgs) -> Result<(), Failure> {
-    init_logging();
+    let log = init_logging();
+    // However `serve` returns (after a graceful shutdown, with an error such as a port that
+    // cannot be listened on, or by a panic), the lines logged so far are written first.
+    let _flush = FlushOnReturn(&log);
     raise_fd_limit();
 
     let addrs: Vec<SocketAddr> = args
@@ -33,41 +42,69 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         .send_timeout(args.send_timeout)
         .grace_period(args.grace_period)
         .threads(args.threads)
+        .file_cache(args.file_cache)
         .portable(args.portable);
-    let interrupt = Interrupt::install()
+    // The first signal is a graceful shutdown and the second an immediate exit, both handled
+    // by `watch_signals`; the third exits from the signal handler itself, should the second
+    // not have managed to.
+    let interrupt = Interrupt::install(3)
         .map_err(|e| Failure::new(Exit::Other, format!("cannot handle signals: {e}")))?;
     let server = Server::bind_all(&addrs, config)?;
-    watch_signals(interrupt, server.handle(), args.grace_period);
+    watch_signals(interrupt, server.handle(), args.grace_period, log.clone());
 
+    // Through the log, so that they come after any line logged before them, and written at
+    // once: people and scripts wait for them.
     let root = display_root(&args.root);
-    let mut out = io::stdout().lock();
+    let mut lines = String::new();
     for addr in server.local_addrs() {
-        let _ = writeln!(out, "listening on {addr} (root: {})", root.display());
+        let _ = writeln!(lines, "listening on {addr} (root: {})", root.display());
     }
-    let _ = out.flush();
-    drop(out);
+    log.write_now(lines.as_bytes());
 
     server.run()?;
     Ok(())
 }
 
 /// One line per event on stdout, with timestamps; `RUST_LOG` overrides the `info` default.
-fn init_logging() {
+/// Lines are written in batches unless stdout is a terminal (see [`LogBuf`]).
+fn init_logging() -> LogBuf {
+    let log = LogBuf::stdout();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(io::stdout)
+        .with_writer(log.clone())
         .with_ansi(io::stdout().is_terminal())
         .init();
+    log
 }
 
-/// Starts the thread that turns the first signal into a graceful shutdown. (A second
-/// signal ends the process at once; see [`Interrupt`].)
-fn watch_signals(interrupt: Interrupt, handle: ServerHandle, grace: Duration) {
+/// Writes out the log when dropped, on every way out of [`run`].
+struct FlushOnReturn<'a>(&'a LogBuf);
+
+impl Drop for FlushOnReturn<'_> {
+    fn drop(&mut self) {
+        self.0.flush();
+    }
+}
+
+/// Starts the thread that turns the first signal into a graceful shutdown, and on it the
+/// one that turns a second signal into an immediate exit.
+fn watch_signals(interrupt: Interrupt, handle: ServerHandle, grace: Duration, log: LogBuf) {
     thread::spawn(move || {
-        while !interrupt.raised() {
-            thread::sleep(SIGNAL_POLL);
-        }
+        wait_for_signals(&interrupt, 1);
+        // A thread of its own, which does nothing that can block: the exit does not wait for
+        // the message below (stderr may be a full pipe). Should it fail to start, a third
+        // signal still exits (see `run`).
+        let second = interrupt.clone();
+        let _ = thread::Builder::new().spawn(move || {
+            wait_for_signals(&second, 2);
+            // The buffered log lines go out first if stdout takes them promptly; they are
+            // written on another thread, so a blocked stdout cannot hold up the exit. Then
+            // `_exit`, as the signal handler would: running destructors and exit handlers
+            // while the server's threads still run could deadlock.
+            let _ = log.flush_within(EXIT_FLUSH_LIMIT);
+            signal_hook::low_level::exit(Exit::Interrupted as i32);
+        });
         eprintln!(
             "filefetch: stopping: no new connections; transfers in flight have {}s to finish \
              (signal again to stop at once)",
@@ -75,6 +112,13 @@ fn watch_signals(interrupt: Interrupt, handle: ServerHandle, grace: Duration) {
         );
         handle.shutdown();
     });
+}
+
+/// Returns once `count` signals have arrived.
+fn wait_for_signals(interrupt: &Interrupt, count: usize) {
+    while interrupt.count() < count {
+        thread::sleep(SIGNAL_POLL);
+    }
 }
 
 /// The root as an absolute path, for the startup lines.

@@ -171,6 +171,15 @@ impl Root {
     /// files (FIFOs, devices, sockets) and directories are refused with
     /// [`OpenError::NotRegular`]; opening never blocks on a FIFO.
     pub fn open(&self, name: &str, resolver: Resolver) -> Result<File, OpenError> {
+        self.open_measured(name, resolver).map(|(file, _)| file)
+    }
+
+    /// [`Root::open`], also returning the file's size from the same `fstat`.
+    pub(crate) fn open_measured(
+        &self,
+        name: &str,
+        resolver: Resolver,
+    ) -> Result<(File, u64), OpenError> {
         let file = match resolver {
             #[cfg(target_os = "linux")]
             Resolver::Native => match linux::open_beneath(&self.dir, name) {
@@ -179,10 +188,11 @@ impl Root {
             },
             _ => self.walk(name)?,
         };
-        if !file.metadata()?.is_file() {
+        let meta = file.metadata()?;
+        if !meta.is_file() {
             return Err(OpenError::NotRegular);
         }
-        Ok(file)
+        Ok((file, meta.len()))
     }
 }
 

@@ -29,8 +29,10 @@
 //! # Ok::<(), filefetch::Error>(())
 //! ```
 
+mod cache;
 pub mod client;
 pub mod confine;
+mod conn;
 mod error;
 pub mod protocol;
 mod recv;

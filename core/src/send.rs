@@ -10,10 +10,9 @@ use std::fs::File;
 use std::io;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use crate::conn::Sock;
 use crate::protocol::{ResponseHeader, RESPONSE_HEADER_LEN};
 
 /// Files up to this size are sent from a buffer in one write.
@@ -43,41 +42,45 @@ impl From<io::Error> for SendError {
     }
 }
 
-/// Sends a StatusCode 0 response.
+/// Sends a StatusCode 0 response. With `hold`, the bytes wait for the close that follows (see
+/// [`Sock::try_write_last`]).
 pub(crate) async fn send_not_found(
-    stream: &mut TcpStream,
+    sock: &mut Sock,
     stall: Duration,
+    hold: bool,
 ) -> Result<(), SendError> {
-    write_all(stream, &ResponseHeader::NotFound.encode(), stall).await
+    write_all(sock, &ResponseHeader::NotFound.encode(), stall, hold).await
 }
 
 /// Sends StatusCode 1, `len`, and exactly `len` bytes of `file`. `sent` counts file bytes
-/// that left, also when an error cuts the transfer short.
+/// that left, also when an error cuts the transfer short. With `fast`, large files go out
+/// with `sendfile` and the last write of a small one waits for the close that follows, to
+/// leave with the FIN in one segment.
 pub(crate) async fn send_file(
-    stream: &mut TcpStream,
+    sock: &mut Sock,
     file: &File,
     len: u32,
     stall: Duration,
-    zero_copy: bool,
+    fast: bool,
     sent: &mut u64,
 ) -> Result<(), SendError> {
     let header = ResponseHeader::Found(len).encode();
     let len = u64::from(len);
     #[cfg(target_os = "linux")]
-    if zero_copy && len > SMALL_FILE {
-        return linux::send_file(stream, file, header, len, stall, sent).await;
+    if fast && len > SMALL_FILE {
+        return linux::send_file(sock, file, header, len, stall, sent).await;
     }
-    let _ = zero_copy;
-    send_buffered(stream, file, header, len, stall, sent).await
+    send_buffered(sock, file, header, len, stall, fast, sent).await
 }
 
 /// The portable path: `pread` into a reused buffer, header in front of the first chunk.
 async fn send_buffered(
-    stream: &mut TcpStream,
+    sock: &mut Sock,
     file: &File,
     header: [u8; RESPONSE_HEADER_LEN],
     len: u64,
     stall: Duration,
+    hold: bool,
     sent: &mut u64,
 ) -> Result<(), SendError> {
     let first = len.min(CHUNK as u64) as usize;
@@ -85,13 +88,13 @@ async fn send_buffered(
     buf.extend_from_slice(&header);
     buf.resize(RESPONSE_HEADER_LEN + first, 0);
     read_exact_at(file, &mut buf[RESPONSE_HEADER_LEN..], 0)?;
-    write_all(stream, &buf, stall).await?;
+    write_all(sock, &buf, stall, hold && first as u64 == len).await?;
     *sent = first as u64;
     while *sent < len {
         let n = (len - *sent).min(CHUNK as u64) as usize;
         buf.resize(n, 0);
         read_exact_at(file, &mut buf[..n], *sent)?;
-        write_all(stream, &buf[..n], stall).await?;
+        write_all(sock, &buf[..n], stall, hold && *sent + n as u64 == len).await?;
         *sent += n as u64;
     }
     Ok(())
@@ -123,18 +126,41 @@ fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     std::os::windows::fs::FileExt::seek_read(file, buf, offset)
 }
 
-/// Writes all of `buf`; each write must make progress within `stall`.
+/// Writes all of `buf`; each write must make progress within `stall`. Writes that fit in the
+/// socket's buffer go out at once, without a trip through the event loop. `last` marks the
+/// end of the response, held for the close that follows (see [`Sock::try_write_last`]).
 async fn write_all(
-    stream: &mut TcpStream,
+    sock: &mut Sock,
     mut buf: &[u8],
     stall: Duration,
+    last: bool,
 ) -> Result<(), SendError> {
     while !buf.is_empty() {
-        match timeout(stall, stream.write(buf)).await {
-            Err(_) => return Err(SendError::Stalled),
-            Ok(Ok(0)) => return Err(SendError::Io(io::ErrorKind::WriteZero.into())),
-            Ok(Ok(n)) => buf = &buf[n..],
-            Ok(Err(e)) => return Err(SendError::Io(e)),
+        let now = if last {
+            sock.try_write_last(buf)
+        } else {
+            sock.try_write(buf)
+        };
+        let written = match now {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let wait = async {
+                    if last {
+                        sock.write_last(buf).await
+                    } else {
+                        sock.write(buf).await
+                    }
+                };
+                match timeout(stall, wait).await {
+                    Err(_) => return Err(SendError::Stalled),
+                    Ok(result) => result,
+                }
+            }
+            result => result,
+        };
+        match written {
+            Ok(0) => return Err(SendError::Io(io::ErrorKind::WriteZero.into())),
+            Ok(n) => buf = &buf[n..],
+            Err(e) => return Err(SendError::Io(e)),
         }
     }
     Ok(())
@@ -147,21 +173,20 @@ mod linux {
     use std::os::fd::AsRawFd;
     use std::time::Duration;
 
-    use tokio::io::Interest;
-    use tokio::net::TcpStream;
     use tokio::time::timeout;
 
     use super::{SendError, RESPONSE_HEADER_LEN, SENDFILE_CAP};
+    use crate::conn::Sock;
 
     pub(super) async fn send_file(
-        stream: &mut TcpStream,
+        sock: &mut Sock,
         file: &File,
         header: [u8; RESPONSE_HEADER_LEN],
         len: u64,
         stall: Duration,
         sent: &mut u64,
     ) -> Result<(), SendError> {
-        let sock = stream.as_raw_fd();
+        let fd = sock.raw_fd();
         let mut off = 0;
         while off < header.len() {
             let rest = &header[off..];
@@ -169,7 +194,7 @@ mod linux {
                 // SAFETY: `rest` is valid for reads of its length for the whole call.
                 let n = unsafe {
                     libc::send(
-                        sock,
+                        fd,
                         rest.as_ptr().cast(),
                         rest.len(),
                         libc::MSG_MORE | libc::MSG_NOSIGNAL,
@@ -181,36 +206,49 @@ mod linux {
                     Ok(n as usize)
                 }
             };
-            match timeout(stall, stream.async_io(Interest::WRITABLE, send)).await {
-                Err(_) => return Err(SendError::Stalled),
-                Ok(n) => off += n?,
-            }
+            off += now_or_within(sock, stall, send).await?;
         }
 
-        let fd = file.as_raw_fd();
+        let file_fd = file.as_raw_fd();
         let mut offset: libc::off_t = 0;
         while *sent < len {
             let count = (len - *sent).min(SENDFILE_CAP) as usize;
             let sendfile = || {
                 // SAFETY: both descriptors are open; `offset` is a valid off_t the kernel
                 // advances by the bytes it sent.
-                let n = unsafe { libc::sendfile(sock, fd, &mut offset, count) };
+                let n = unsafe { libc::sendfile(fd, file_fd, &mut offset, count) };
                 if n < 0 {
                     Err(io::Error::last_os_error())
                 } else {
                     Ok(n as u64)
                 }
             };
-            match timeout(stall, stream.async_io(Interest::WRITABLE, sendfile)).await {
-                Err(_) => return Err(SendError::Stalled),
-                Ok(Ok(0)) => return Err(SendError::Shrank),
-                Ok(Ok(n)) => *sent += n,
-                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Ok(Err(e)) => return Err(SendError::Io(e)),
+            match now_or_within(sock, stall, sendfile).await {
+                Ok(0) => return Err(SendError::Shrank),
+                Ok(n) => *sent += n,
+                Err(SendError::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
             // Let other connections on this worker run between chunks.
             tokio::task::consume_budget().await;
         }
         Ok(())
+    }
+
+    /// Runs `f` at once if the socket has room, else as soon as it has, within `stall`.
+    async fn now_or_within<R>(
+        sock: &mut Sock,
+        stall: Duration,
+        mut f: impl FnMut() -> io::Result<R>,
+    ) -> Result<R, SendError> {
+        match sock.try_send_with(&mut f) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                match timeout(stall, sock.send_with(f)).await {
+                    Err(_) => Err(SendError::Stalled),
+                    Ok(result) => Ok(result?),
+                }
+            }
+            result => Ok(result?),
+        }
     }
 }

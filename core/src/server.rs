@@ -7,24 +7,25 @@
 //! Every connection ends with one log line through `tracing`.
 
 use std::fmt;
-use std::fs::File;
-use std::io::Read;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::task::Poll;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{sleep, timeout, timeout_at};
 
+use crate::cache::FileCache;
 use crate::confine::{check_name, OpenError, Resolver, Root};
+use crate::conn::Sock;
 use crate::error::{Error, Result};
-use crate::protocol::{DecodeError, RequestHeader, MAX_DATA_LEN, MAX_NAME_LEN, REQUEST_HEADER_LEN};
+use crate::protocol::{DecodeError, RequestHeader, MAX_NAME_LEN, REQUEST_HEADER_LEN};
 use crate::send::{send_file, send_not_found, SendError};
 
 /// How a server behaves. Build with [`ServerConfig::new`] and the setters.
@@ -46,6 +47,11 @@ pub struct ServerConfig {
     /// Use the portable code paths (component walk instead of `openat2`, read/write instead
     /// of `sendfile`) even where the fast ones exist.
     pub portable: bool,
+    /// How long a small file (64 KiB or less) stays open for reuse by the next requests of
+    /// the same name (1 s default; zero opens every file afresh). Sizes are measured at every
+    /// request, and a file deleted or replaced by a rename is noticed at once; a rename away
+    /// or a permission change can take this long to be seen.
+    pub file_cache: Duration,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +64,7 @@ impl Default for ServerConfig {
             grace_period: Duration::from_secs(10),
             threads: 0,
             portable: false,
+            file_cache: Duration::from_secs(1),
         }
     }
 }
@@ -109,6 +116,12 @@ impl ServerConfig {
         self.portable = portable;
         self
     }
+
+    /// Sets how long small files stay open for reuse (zero: no reuse).
+    pub fn file_cache(mut self, t: Duration) -> Self {
+        self.file_cache = t;
+        self
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +157,7 @@ impl ServerHandle {
 
 struct Ctx {
     root: Root,
+    files: FileCache,
     request_timeout: Duration,
     send_timeout: Duration,
     resolver: Resolver,
@@ -199,6 +213,7 @@ impl Server {
         }
         let ctx = Arc::new(Ctx {
             root,
+            files: FileCache::new(config.file_cache),
             request_timeout: config.request_timeout,
             send_timeout: config.send_timeout,
             resolver: if config.portable {
@@ -252,7 +267,7 @@ impl Server {
             .enable_time()
             .build()
             .map_err(|source| Error::Io { path: None, source })?;
-        let result = runtime.block_on(self.serve());
+        let result = runtime.block_on(self.serve(threads));
         // Connections still running after the grace period are dropped here; the worker
         // threads are joined, so none outlives the server (a library may be unloaded next).
         runtime.shutdown_timeout(Duration::from_secs(5));
@@ -274,14 +289,25 @@ impl Server {
         })
     }
 
-    async fn serve(self) -> Result<()> {
+    /// Serves with `acceptors` accept loops per listening socket (one per worker thread).
+    async fn serve(self, acceptors: usize) -> Result<()> {
         let permits = Arc::new(Semaphore::new(self.config.max_connections));
         let mut state = self.handle.state.subscribe();
         let mut accepting = JoinSet::new();
         for listener in self.listeners {
-            let listener = TcpListener::from_std(listener)
-                .map_err(|source| Error::Io { path: None, source })?;
-            accepting.spawn(accept_loop(listener, self.ctx.clone(), permits.clone()));
+            let listener = Arc::new(
+                shared_listener(listener).map_err(|source| Error::Io { path: None, source })?,
+            );
+            for _ in 0..acceptors.max(1) {
+                accepting.spawn(accept_loop(
+                    listener.clone(),
+                    self.ctx.clone(),
+                    permits.clone(),
+                ));
+            }
+        }
+        if !self.ctx.files.ttl().is_zero() {
+            accepting.spawn(sweep_files(self.ctx.clone()));
         }
         let stop = match state.wait_for(|s| *s != State::Running).await {
             Ok(s) => *s,
@@ -373,6 +399,9 @@ fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
         // "[::]" means every address, IPv4 ones included, whatever the system default.
         let _ = socket.set_only_v6(false);
     }
+    // Responses leave in as few writes as possible, so Nagle's algorithm only delays the
+    // last partial segment of a large file. Linux hands the option on to accepted sockets.
+    socket.set_tcp_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     socket.set_nonblocking(true)?;
@@ -396,23 +425,95 @@ fn block_sigpipe() {
 #[cfg(not(unix))]
 fn block_sigpipe() {}
 
-async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, permits: Arc<Semaphore>) {
+/// A listening socket, shared by the accept loops of every worker thread.
+#[cfg(unix)]
+type Listener = tokio::io::unix::AsyncFd<std::net::TcpListener>;
+#[cfg(not(unix))]
+type Listener = tokio::net::TcpListener;
+
+fn shared_listener(listener: std::net::TcpListener) -> std::io::Result<Listener> {
+    #[cfg(unix)]
+    // SAFETY: a std TcpListener owns its descriptor, and it stays open and the same for as
+    // long as the AsyncFd owns the listener.
+    return unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE)
+    }
+    .map_err(std::io::Error::from);
+    #[cfg(not(unix))]
+    return tokio::net::TcpListener::from_std(listener);
+}
+
+/// Accepts one connection as a non-blocking socket the event loop does not know yet.
+#[cfg(unix)]
+async fn accept(listener: &Listener) -> std::io::Result<(Sock, SocketAddr)> {
+    loop {
+        let mut ready = listener.readable().await?;
+        match ready.try_io(|l| accept_nonblocking(l.get_ref())) {
+            // A connection reset while it waited in the backlog: take the next one.
+            Ok(Err(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::Interrupted
+                ) => {}
+            Ok(result) => return result,
+            Err(_would_block) => {}
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn accept(listener: &Listener) -> std::io::Result<(Sock, SocketAddr)> {
+    let (stream, peer) = listener.accept().await?;
+    Ok((Sock::registered(stream), peer))
+}
+
+/// `accept4` hands the socket over non-blocking and close-on-exec in one call.
+#[cfg(target_os = "linux")]
+fn accept_nonblocking(listener: &std::net::TcpListener) -> std::io::Result<(Sock, SocketAddr)> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: accept4 writes at most `len` bytes of address into the storage it is given.
+    let (fd, addr) = unsafe {
+        socket2::SockAddr::try_init(|storage, len| {
+            let fd = libc::accept4(
+                listener.as_raw_fd(),
+                storage.cast(),
+                len,
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            );
+            if fd < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(fd)
+            }
+        })
+    }?;
+    // SAFETY: accept4 returned a new descriptor that nothing else owns.
+    let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let peer = addr
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("peer address is not an IP address"))?;
+    Ok((Sock::plain(stream), peer))
+}
+
+#[cfg(all(unix, not(target_os = "linux")))]
+fn accept_nonblocking(listener: &std::net::TcpListener) -> std::io::Result<(Sock, SocketAddr)> {
+    let (stream, peer) = listener.accept()?;
+    stream.set_nonblocking(true)?;
+    let _ = stream.set_nodelay(true);
+    Ok((Sock::plain(stream), peer))
+}
+
+async fn accept_loop(listener: Arc<Listener>, ctx: Arc<Ctx>, permits: Arc<Semaphore>) {
     let mut last_warning: Option<Instant> = None;
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let ctx = ctx.clone();
-                tokio::spawn(async move {
-                    connection(stream, peer, &ctx).await;
-                    drop(permit);
-                });
-            }
+        match accept(&listener).await {
+            Ok((sock, peer)) => start(connection(sock, peer, ctx.clone(), permit)).await,
             Err(e) => {
-                // Out of descriptors or memory, or a connection that died in the backlog:
-                // keep serving, and back off so a full table does not spin the loop.
+                // Out of descriptors or memory: keep serving, and back off so a full table
+                // does not spin the loop.
                 if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                     tracing::warn!(error = %e, "accept failed; retrying");
                     last_warning = Some(Instant::now());
@@ -420,6 +521,31 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, permits: Arc<Semaphor
                 sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// Closes the cached files whose time is up, every cache lifetime.
+async fn sweep_files(ctx: Arc<Ctx>) {
+    loop {
+        sleep(ctx.files.ttl()).await;
+        ctx.files.sweep(Instant::now());
+    }
+}
+
+/// Runs a connection right here for as long as it needs no waiting, which is all of it for
+/// a small file; whatever has to wait (a slow client, a large file) goes on as a task of its
+/// own, so the accept loop never waits on a client.
+async fn start(connection: impl Future<Output = ()> + Send + 'static) {
+    let mut connection = Box::pin(connection);
+    let done = std::future::poll_fn(|cx| {
+        // A panic ends this connection only, as it would in a task of its own; the accept
+        // loop goes on.
+        let poll = panic::catch_unwind(AssertUnwindSafe(|| connection.as_mut().poll(cx)));
+        Poll::Ready(poll.map_or(true, |p| p.is_ready()))
+    })
+    .await;
+    if !done {
+        tokio::spawn(connection);
     }
 }
 
@@ -463,24 +589,33 @@ struct Record {
     name: Option<String>,
     status: Option<u8>,
     bytes: u64,
+    /// The client sent bytes beyond its request.
+    extra: bool,
 }
 
-async fn connection(mut stream: TcpStream, peer: SocketAddr, ctx: &Ctx) {
+async fn connection(mut sock: Sock, peer: SocketAddr, ctx: Arc<Ctx>, permit: OwnedSemaphorePermit) {
     let start = Instant::now();
-    let _ = stream.set_nodelay(true);
     let mut record = Record::default();
-    let outcome = exchange(&mut stream, ctx, start, &mut record).await;
+    let outcome = exchange(&mut sock, &ctx, start, &mut record).await;
     match outcome {
-        Outcome::Sent | Outcome::NotFound(_) => finish(&mut stream).await,
+        Outcome::Sent | Outcome::NotFound(_) if record.extra => finish(&mut sock).await,
         // Cut short on purpose: a reset tells the client at once that the data is incomplete,
         // and frees the send buffer now rather than after a slow drain to a stalled reader.
         Outcome::Shrank | Outcome::ReadFailed(_) | Outcome::Stalled => {
-            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+            if let Some(s) = sock.sock_ref() {
+                let _ = s.set_linger(Some(Duration::ZERO));
+            }
         }
         _ => {}
     }
+    drop(sock);
+    drop(permit);
     let name = record.name.as_deref().unwrap_or("-");
-    let status = record.status.map_or("-".to_owned(), |s| s.to_string());
+    let status = match record.status {
+        None => "-",
+        Some(0) => "0",
+        Some(_) => "1",
+    };
     let ms = start.elapsed().as_secs_f64() * 1e3;
     match outcome {
         Outcome::Sent | Outcome::NotFound(_) => tracing::info!(
@@ -494,36 +629,44 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, ctx: &Ctx) {
     }
 }
 
-async fn exchange(
-    stream: &mut TcpStream,
-    ctx: &Ctx,
-    start: Instant,
-    record: &mut Record,
-) -> Outcome {
-    let mut buf = [0u8; REQUEST_HEADER_LEN + MAX_NAME_LEN];
+/// Room for the longest request and then some: bytes beyond the request in the same read
+/// show that the client sent more than it should (see [`finish`]).
+const REQUEST_BUF: usize = REQUEST_HEADER_LEN + MAX_NAME_LEN + 1024;
+
+async fn exchange(sock: &mut Sock, ctx: &Ctx, start: Instant, record: &mut Record) -> Outcome {
+    let mut buf = [0u8; REQUEST_BUF];
     let deadline = tokio::time::Instant::from_std(start + ctx.request_timeout);
     let mut got = 0;
     let mut want = REQUEST_HEADER_LEN;
     let mut header = None;
+    let mut yielded = false;
     // Read the header, then the name, all before one deadline counted from accept.
     while got < want {
         // The request usually arrives with the connection: read it straight away, and wait
         // for readiness (a trip through the event loop) only when it is not there yet.
-        let ready = match Read::read(&mut &*SockRef::from(&*stream), &mut buf[got..want]) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
-            result => Some(Ok(result)),
-        };
-        let read = match ready {
-            Some(result) => result,
-            None => timeout_at(deadline, stream.read(&mut buf[got..want])).await,
+        let mut read = sock.try_read(&mut buf[got..]);
+        if !yielded && matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
+            // Accepted a moment before the client's first bytes landed: give them that
+            // moment, letting other work run first, before paying for a registration.
+            yielded = true;
+            tokio::task::yield_now().await;
+            read = sock.try_read(&mut buf[got..]);
+        }
+        let read = match read {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                match timeout_at(deadline, sock.read(&mut buf[got..])).await {
+                    Err(_) => return Outcome::RequestTimeout,
+                    Ok(read) => read,
+                }
+            }
+            read => read,
         };
         match read {
-            Err(_) => return Outcome::RequestTimeout,
-            Ok(Ok(0)) => return Outcome::RequestCut(got),
-            Ok(Ok(n)) => got += n,
-            Ok(Err(e)) => return Outcome::ClientGone(e),
+            Ok(0) => return Outcome::RequestCut(got),
+            Ok(n) => got += n,
+            Err(e) => return Outcome::ClientGone(e),
         }
-        if got == REQUEST_HEADER_LEN && header.is_none() {
+        if header.is_none() && got >= REQUEST_HEADER_LEN {
             let fixed: [u8; REQUEST_HEADER_LEN] = buf[..REQUEST_HEADER_LEN].try_into().unwrap();
             match RequestHeader::decode(&fixed) {
                 Ok(h) => {
@@ -534,24 +677,25 @@ async fn exchange(
             }
         }
     }
+    record.extra = got > want;
     let raw = &buf[REQUEST_HEADER_LEN..want];
     record.name = Some(String::from_utf8_lossy(raw).into_owned());
 
     let file = match check_name(raw) {
         Err(e) => Err(e.to_string()),
-        Ok(name) => match ctx.root.open(name, ctx.resolver) {
-            Ok(file) => Ok(file),
+        Ok(name) => match ctx.files.open(&ctx.root, name, ctx.resolver, start) {
+            Ok(found) => Ok(found),
             Err(OpenError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err("no such file".to_owned())
             }
             Err(e) => Err(e.to_string()),
         },
     };
-    let (file, len) = match file.and_then(|f| measure(&f).map(|len| (f, len))) {
+    let (file, len) = match file.and_then(|(f, len)| announceable(len).map(|len| (f, len))) {
         Ok(found) => found,
         Err(why) => {
             record.status = Some(0);
-            return match send_not_found(stream, ctx.send_timeout).await {
+            return match send_not_found(sock, ctx.send_timeout, ctx.zero_copy).await {
                 Ok(()) => Outcome::NotFound(why),
                 Err(e) => sent_outcome(e),
             };
@@ -559,7 +703,7 @@ async fn exchange(
     };
     record.status = Some(1);
     match send_file(
-        stream,
+        sock,
         &file,
         len,
         ctx.send_timeout,
@@ -573,15 +717,11 @@ async fn exchange(
     }
 }
 
-/// The size to announce, read from the open file itself (`fstat`), not from the name.
-fn measure(file: &File) -> std::result::Result<u32, String> {
-    let len = file.metadata().map_err(|e| e.to_string())?.len();
-    if len > MAX_DATA_LEN {
-        return Err(format!(
-            "file is {len} bytes, more than the 32-bit DataLength can describe"
-        ));
-    }
-    Ok(len as u32)
+/// The size to announce (measured with `fstat` on the open file itself, not by name), if the
+/// 32-bit DataLength can carry it.
+fn announceable(len: u64) -> std::result::Result<u32, String> {
+    u32::try_from(len)
+        .map_err(|_| format!("file is {len} bytes, more than the 32-bit DataLength can describe"))
 }
 
 fn sent_outcome(e: SendError) -> Outcome {
@@ -593,24 +733,29 @@ fn sent_outcome(e: SendError) -> Outcome {
     }
 }
 
-/// Closes a connection after a complete response without destroying it: bytes the client sent
-/// beyond its request would make the kernel answer our close with a reset, which can discard
-/// data the client has not read yet. Drain them, half-close, and wait (briefly) for its close.
-async fn finish(stream: &mut TcpStream) {
+/// Closes a connection after a complete response when the client sent bytes beyond its
+/// request: closing with unread data makes the kernel answer with a reset, which can discard
+/// response data the client has not read yet. Half-close, drain what it sends, and wait
+/// (briefly) for its close. (Like nginx's lingering close, this is done only when extra bytes
+/// were seen; a client that sends more only after its request was answered breaks the
+/// protocol and may see a reset.)
+async fn finish(sock: &mut Sock) {
     let mut scratch = [0u8; 1024];
-    let mut extra = false;
-    loop {
-        match stream.try_read(&mut scratch) {
-            Ok(0) => return,
-            Ok(_) => extra = true,
-            Err(_) => break,
+    if sock.shutdown().await.is_err() {
+        return;
+    }
+    let _ = timeout(Duration::from_secs(1), async {
+        loop {
+            let n = match sock.try_read(&mut scratch) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    sock.read(&mut scratch).await
+                }
+                n => n,
+            };
+            if !matches!(n, Ok(n) if n > 0) {
+                break;
+            }
         }
-    }
-    if extra {
-        let _ = stream.shutdown().await;
-        let _ = timeout(Duration::from_secs(1), async {
-            while matches!(stream.read(&mut scratch).await, Ok(n) if n > 0) {}
-        })
-        .await;
-    }
+    })
+    .await;
 }

@@ -7,18 +7,23 @@
 //! while the clients are measured. `hold` opens K idle connections and keeps them open, for
 //! measuring what idle connections cost a server.
 //!
+//! The work is spread over `--threads` OS threads (by default one per available core), each
+//! running its own single-threaded runtime with an even share of the connections, so that
+//! no work stealing or cross-thread wake-ups add to what each request costs the client.
+//!
 //! The last line on stdout is machine-readable `key=value` pairs; a summary goes to stderr.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
-use tokio::time::{sleep, timeout};
+use tokio::sync::{watch, Semaphore};
+use tokio::time::{sleep, sleep_until, timeout};
 
 /// Longest time one request may take before it counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -28,8 +33,9 @@ const HEAD: usize = 1024;
 #[derive(Debug, Parser)]
 #[command(name = "filefetch-loadgen", version)]
 struct Cli {
-    /// Runtime threads driving the connections.
-    #[arg(long, global = true, default_value_t = 1)]
+    /// OS threads driving the connections, each with its own single-threaded runtime and an
+    /// even share of the connections (0 counts as 1) [default: the number of available cores].
+    #[arg(long, global = true, default_value_t = available_cores(), hide_default_value = true)]
     threads: usize,
     #[command(subcommand)]
     command: Command,
@@ -91,23 +97,64 @@ struct HoldArgs {
 
 fn main() {
     let cli = Cli::parse();
-    let runtime = match cli.threads {
-        0 | 1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        n => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build(),
-    }
-    .expect("cannot start the runtime");
-    let code = runtime.block_on(async {
-        match cli.command {
-            Command::Run(args) => run(args).await,
-            Command::Hold(args) => hold(args).await,
-        }
-    });
+    let threads = cli.threads.max(1);
+    let code = match cli.command {
+        Command::Run(args) => run(args, threads),
+        Command::Hold(args) => hold(args, threads),
+    };
     std::process::exit(code);
+}
+
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
+}
+
+/// Thread `i`'s share of `total` items split over `threads`: even, remainders to the first.
+fn share(total: usize, threads: usize, i: usize) -> usize {
+    total / threads + usize::from(i < total % threads)
+}
+
+/// Starts `threads` OS threads, each running `work(i)` to completion on its own
+/// single-threaded runtime.
+fn spawn_threads<F, Fut>(threads: usize, work: F) -> Vec<std::thread::JoinHandle<Fut::Output>>
+where
+    F: FnOnce(usize) -> Fut + Send + Clone + 'static,
+    Fut: std::future::Future,
+    Fut::Output: Send + 'static,
+{
+    (0..threads)
+        .map(|i| {
+            let work = work.clone();
+            std::thread::Builder::new()
+                .name(format!("loadgen-{i}"))
+                .spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("cannot start the runtime");
+                    // The closure is used up here, so what it holds is dropped unless the
+                    // future takes it.
+                    runtime.block_on(work(i))
+                })
+                .expect("cannot start a thread")
+        })
+        .collect()
+}
+
+/// CPU time used so far by the whole process, all threads included: (user, system).
+fn process_cpu() -> (Duration, Duration) {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills in the rusage it is given; RUSAGE_SELF is a valid `who`.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {
+        return (Duration::ZERO, Duration::ZERO);
+    }
+    // SAFETY: zero-initialised (all-zero is a valid rusage) and filled in by getrusage.
+    let usage = unsafe { usage.assume_init() };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+    };
+    (tv(usage.ru_utime), tv(usage.ru_stime))
 }
 
 /// What one client task measured.
@@ -119,7 +166,33 @@ struct Tally {
     first_error: Option<String>,
 }
 
-async fn run(args: RunArgs) -> i32 {
+impl Tally {
+    /// Adds another tally's figures to this one (the first error seen stays the first).
+    fn merge(&mut self, other: Tally) {
+        if self.latencies.is_empty() {
+            self.latencies = other.latencies;
+        } else {
+            self.latencies.extend_from_slice(&other.latencies);
+        }
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+}
+
+/// What the threads of `run` are told to do, in this order.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// Open the idle connections (if any) and wait.
+    Prepare,
+    /// Run the clients until this instant.
+    Measure(Instant),
+    /// Close everything and return.
+    Finish,
+}
+
+fn run(args: RunArgs, threads: usize) -> i32 {
     let request: Arc<[u8]> = match args.proto {
         Proto::Filefetch => {
             let name = args.name.as_bytes();
@@ -141,23 +214,56 @@ async fn run(args: RunArgs) -> i32 {
         .into(),
     };
 
-    let stop = Arc::new(AtomicBool::new(false));
     let open = Arc::new(AtomicU64::new(0));
     let reopened = Arc::new(AtomicU64::new(0));
-    let mut idlers = Vec::with_capacity(args.idle);
-    for _ in 0..args.idle {
-        idlers.push(tokio::spawn(idle_client(
-            args.addr,
-            stop.clone(),
-            open.clone(),
-            reopened.clone(),
-        )));
+    let (phase_tx, phase_rx) = watch::channel(Phase::Prepare);
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let (tally_tx, tally_rx) = mpsc::channel::<(usize, Tally)>();
+    let handles = spawn_threads(threads, {
+        let (addr, proto, expect) = (args.addr, args.proto, args.expect_bytes);
+        let (concurrency, idle) = (args.concurrency, args.idle);
+        let (open, reopened) = (open.clone(), reopened.clone());
+        // Each thread gets its own copy of what this closure holds.
+        move |i| async move {
+            // They run until the runtime is dropped, which closes their connections.
+            for _ in 0..share(idle, threads, i) {
+                tokio::spawn(idle_client(addr, open.clone(), reopened.clone()));
+            }
+            let _ = ready_tx.send(());
+            drop(ready_tx);
+            let mut phase = phase_rx;
+            let Ok(Phase::Measure(end)) = phase
+                .wait_for(|p| !matches!(p, Phase::Prepare))
+                .await
+                .map(|p| *p)
+            else {
+                return;
+            };
+            let clients: Vec<_> = (0..share(concurrency, threads, i))
+                .map(|_| tokio::spawn(client(addr, proto, request.clone(), expect, end)))
+                .collect();
+            let mut all = Tally::default();
+            for c in clients {
+                all.merge(c.await.expect("client task panicked"));
+            }
+            let _ = tally_tx.send((i, all));
+            drop(tally_tx);
+            // Keep the idle connections open until every thread is done measuring.
+            let _ = phase.wait_for(|p| matches!(p, Phase::Finish)).await;
+        }
+    });
+    // Every runtime is up and has its idle connections under way (or its thread failed).
+    for _ in 0..threads {
+        if ready_rx.recv().is_err() {
+            break;
+        }
     }
+
     if args.idle > 0 {
         // Let the flood build up before measuring.
         let until = Instant::now() + Duration::from_secs(3);
         while open.load(Ordering::Relaxed) < args.idle as u64 && Instant::now() < until {
-            sleep(Duration::from_millis(10)).await;
+            std::thread::sleep(Duration::from_millis(10));
         }
         eprintln!(
             "idle connections open: {} of {}",
@@ -167,33 +273,35 @@ async fn run(args: RunArgs) -> i32 {
     }
     let idle_before = reopened.load(Ordering::Relaxed);
 
+    let cpu_before = process_cpu();
     let start = Instant::now();
-    let end = start + Duration::from_secs_f64(args.seconds);
-    let mut clients = Vec::with_capacity(args.concurrency);
-    for _ in 0..args.concurrency {
-        clients.push(tokio::spawn(client(
-            args.addr,
-            args.proto,
-            request.clone(),
-            args.expect_bytes,
-            end,
-        )));
-    }
-    let mut all = Tally::default();
-    for c in clients {
-        let t = c.await.expect("client task panicked");
-        all.latencies.extend_from_slice(&t.latencies);
-        all.errors += t.errors;
-        if all.first_error.is_none() {
-            all.first_error = t.first_error;
-        }
+    phase_tx.send_replace(Phase::Measure(
+        start + Duration::from_secs_f64(args.seconds),
+    ));
+    let mut tallies: Vec<Option<Tally>> = (0..threads).map(|_| None).collect();
+    for _ in 0..threads {
+        let Ok((i, t)) = tally_rx.recv() else { break };
+        tallies[i] = Some(t);
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu_after = process_cpu();
     let idle_open_at_end = open.load(Ordering::Relaxed);
     let idle_reopened = reopened.load(Ordering::Relaxed) - idle_before;
-    stop.store(true, Ordering::Relaxed);
-    for i in idlers {
-        i.abort();
+    phase_tx.send_replace(Phase::Finish);
+    let mut panicked = false;
+    for h in handles {
+        panicked |= h.join().is_err();
+    }
+    let mut all = Tally::default();
+    for t in tallies {
+        match t {
+            Some(t) => all.merge(t),
+            None => panicked = true,
+        }
+    }
+    if panicked {
+        eprintln!("a client thread failed");
+        return 1;
     }
 
     all.latencies.sort_unstable();
@@ -206,20 +314,33 @@ async fn run(args: RunArgs) -> i32 {
         f64::from(all.latencies[i]) / 1e3
     };
     let rps = ok as f64 / elapsed;
+    // The load generator's own CPU time over the measured interval, per successful request.
+    let per_request = |before: Duration, after: Duration| -> f64 {
+        if ok == 0 {
+            return f64::NAN;
+        }
+        after.saturating_sub(before).as_secs_f64() * 1e6 / ok as f64
+    };
+    let user_us = per_request(cpu_before.0, cpu_after.0);
+    let system_us = per_request(cpu_before.1, cpu_after.1);
+    let cpu_us = user_us + system_us;
     if let Some(e) = &all.first_error {
         eprintln!("first error: {e}");
     }
     eprintln!(
         "{ok} requests in {elapsed:.2} s: {rps:.0} requests/s, p50 {:.3} ms, p99 {:.3} ms, \
-         max {:.3} ms, {} errors",
+         max {:.3} ms, {} errors; load generator CPU {cpu_us:.1} us per request (user \
+         {user_us:.1}, system {system_us:.1}; {threads} thread{})",
         pct(0.50),
         pct(0.99),
         pct(1.0),
-        all.errors
+        all.errors,
+        if threads == 1 { "" } else { "s" }
     );
     println!(
         "requests={ok} errors={} seconds={elapsed:.3} rps={rps:.1} p50_ms={:.3} p99_ms={:.3} \
-         max_ms={:.3} idle_open={idle_open_at_end} idle_reopened={idle_reopened}",
+         max_ms={:.3} idle_open={idle_open_at_end} idle_reopened={idle_reopened} \
+         client_cpu_us={cpu_us:.2}",
         all.errors,
         pct(0.50),
         pct(0.99),
@@ -240,19 +361,35 @@ async fn client(
         latencies: Vec::with_capacity(1 << 16),
         ..Tally::default()
     };
+    let peer = Peer::new(addr);
     let mut buf = vec![0u8; 64 * 1024];
     let mut head = Vec::with_capacity(HEAD);
-    while Instant::now() < end {
-        let t0 = Instant::now();
-        let result = timeout(
-            REQUEST_TIMEOUT,
-            one_request(addr, proto, &request, expect, &mut buf, &mut head),
-        )
-        .await
-        .unwrap_or_else(|_| Err("timed out".into()));
+    // One timer for all of this client's requests, re-armed lazily rather than set and
+    // cancelled for each: it stands at the deadline of some earlier request (never later
+    // than the current one's), and when it goes off early it moves to the current deadline.
+    let timer = sleep(REQUEST_TIMEOUT);
+    tokio::pin!(timer);
+    let mut t0 = Instant::now();
+    while t0 < end {
+        let deadline = tokio::time::Instant::from_std(t0) + REQUEST_TIMEOUT;
+        let request = one_request(&peer, proto, &request, expect, &mut buf, &mut head);
+        tokio::pin!(request);
+        let result = loop {
+            tokio::select! {
+                biased;
+                r = &mut request => break r,
+                () = &mut timer => {
+                    if tokio::time::Instant::now() >= deadline {
+                        break Err("timed out".into());
+                    }
+                    timer.as_mut().reset(deadline);
+                }
+            }
+        };
+        let t1 = Instant::now();
         match result {
             Ok(()) => {
-                let us = t0.elapsed().as_micros();
+                let us = (t1 - t0).as_micros();
                 tally.latencies.push(u32::try_from(us).unwrap_or(u32::MAX));
             }
             Err(e) => {
@@ -260,25 +397,37 @@ async fn client(
                 tally.first_error.get_or_insert(e);
             }
         }
+        t0 = t1;
     }
     tally
 }
 
 async fn one_request(
-    addr: SocketAddr,
+    peer: &Peer,
     proto: Proto,
     request: &[u8],
     expect: Option<u64>,
     buf: &mut [u8],
     head: &mut Vec<u8>,
 ) -> Result<(), String> {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    stream
-        .write_all(request)
-        .await
-        .map_err(|e| format!("send: {e}"))?;
+    let (stream, sent) = peer.connect_and_send(request)?;
+    let mut stream = TcpStream::from_std(stream).map_err(|e| format!("register: {e}"))?;
+    if sent < request.len() {
+        if sent == 0 {
+            // Still connecting: wait for the outcome.
+            stream
+                .writable()
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            if let Some(e) = stream.take_error().map_err(|e| format!("connect: {e}"))? {
+                return Err(format!("connect: {e}"));
+            }
+        }
+        stream
+            .write_all(&request[sent..])
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+    }
     head.clear();
     let mut total = 0u64;
     loop {
@@ -328,16 +477,91 @@ async fn one_request(
     }
 }
 
-/// A connection that sends nothing; when the server drops it, it comes back.
-async fn idle_client(
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    open: Arc<AtomicU64>,
-    reopened: Arc<AtomicU64>,
-) {
+/// The server's address, ready for connect(2).
+enum Peer {
+    V4(libc::sockaddr_in),
+    V6(libc::sockaddr_in6),
+}
+
+impl Peer {
+    fn new(addr: SocketAddr) -> Peer {
+        match addr {
+            SocketAddr::V4(a) => Peer::V4(libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            }),
+            SocketAddr::V6(a) => Peer::V6(libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo().to_be(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            }),
+        }
+    }
+
+    /// Opens a non-blocking connection and sends as much of `request` as the socket takes at
+    /// once. Over loopback the handshake completes within connect(2), so the request normally
+    /// leaves right away, with no wait for writability and no getsockopt(SO_ERROR) round;
+    /// while the connection is still being made nothing is sent (0 is returned) and the
+    /// caller waits for it.
+    fn connect_and_send(&self, request: &[u8]) -> Result<(std::net::TcpStream, usize), String> {
+        use std::io::{ErrorKind, Write};
+        use std::os::fd::{FromRawFd, OwnedFd};
+
+        let (family, sa, len) = match self {
+            Peer::V4(sa) => (
+                libc::AF_INET,
+                (sa as *const libc::sockaddr_in).cast::<libc::sockaddr>(),
+                std::mem::size_of::<libc::sockaddr_in>(),
+            ),
+            Peer::V6(sa) => (
+                libc::AF_INET6,
+                (sa as *const libc::sockaddr_in6).cast::<libc::sockaddr>(),
+                std::mem::size_of::<libc::sockaddr_in6>(),
+            ),
+        };
+        let flags = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+        // SAFETY: a plain socket(2) call; its result is checked before use.
+        let fd = unsafe { libc::socket(family, flags, 0) };
+        if fd < 0 {
+            return Err(format!("socket: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: `fd` is a new descriptor that nothing else owns.
+        let stream = std::net::TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        // SAFETY: `sa` points to a live sockaddr of the family and the size passed.
+        if unsafe { libc::connect(fd, sa, len as libc::socklen_t) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINPROGRESS) {
+                return Err(format!("connect: {e}"));
+            }
+        }
+        match (&stream).write(request) {
+            Ok(n) => Ok((stream, n)),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Ok((stream, 0)),
+            // A connection that failed reports it on the first send.
+            Err(e) => match e.raw_os_error() {
+                Some(
+                    libc::ECONNREFUSED | libc::ETIMEDOUT | libc::EHOSTUNREACH | libc::ENETUNREACH,
+                ) => Err(format!("connect: {e}")),
+                _ => Err(format!("send: {e}")),
+            },
+        }
+    }
+}
+
+/// A connection that sends nothing; when the server drops it, it comes back. Runs until its
+/// runtime is dropped.
+async fn idle_client(addr: SocketAddr, open: Arc<AtomicU64>, reopened: Arc<AtomicU64>) {
     let mut scratch = [0u8; 64];
     let mut first = true;
-    while !stop.load(Ordering::Relaxed) {
+    loop {
         let Ok(mut stream) = TcpStream::connect(addr).await else {
             sleep(Duration::from_millis(10)).await;
             continue;
@@ -347,43 +571,73 @@ async fn idle_client(
         }
         first = false;
         open.fetch_add(1, Ordering::Relaxed);
-        // Wait for the server to give up on us (or for the run to end: the task is aborted).
+        // Wait for the server to give up on us (or for the run to end: the task is dropped).
         while matches!(stream.read(&mut scratch).await, Ok(n) if n > 0) {}
         open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-async fn hold(args: HoldArgs) -> i32 {
-    // Connect in waves so the listen backlog is not overrun.
+fn hold(args: HoldArgs, threads: usize) -> i32 {
+    // Connect in waves (256 at a time over all threads) so the listen backlog is not overrun.
     let gate = Arc::new(Semaphore::new(256));
-    let mut tasks = Vec::with_capacity(args.connections);
-    for _ in 0..args.connections {
-        let gate = gate.clone();
-        let addr = args.addr;
-        tasks.push(tokio::spawn(async move {
-            let _permit = gate.acquire().await.ok()?;
-            timeout(Duration::from_secs(10), TcpStream::connect(addr))
-                .await
-                .ok()?
-                .ok()
-        }));
-    }
-    let mut streams = Vec::with_capacity(args.connections);
-    for t in tasks {
-        if let Ok(Some(s)) = t.await {
-            streams.push(s);
+    let (deadline_tx, deadline_rx) = watch::channel(None::<tokio::time::Instant>);
+    let (open_tx, open_rx) = mpsc::channel::<usize>();
+    let handles = spawn_threads(threads, {
+        let (addr, connections) = (args.addr, args.connections);
+        move |i| async move {
+            let n = share(connections, threads, i);
+            let mut tasks = Vec::with_capacity(n);
+            for _ in 0..n {
+                let gate = gate.clone();
+                tasks.push(tokio::spawn(async move {
+                    let _permit = gate.acquire().await.ok()?;
+                    timeout(Duration::from_secs(10), TcpStream::connect(addr))
+                        .await
+                        .ok()?
+                        .ok()
+                }));
+            }
+            let mut streams = Vec::with_capacity(n);
+            for t in tasks {
+                if let Ok(Some(s)) = t.await {
+                    streams.push(s);
+                }
+            }
+            let _ = open_tx.send(streams.len());
+            drop(open_tx);
+            let mut deadline = deadline_rx;
+            let Ok(until) = deadline.wait_for(Option::is_some).await.map(|d| *d) else {
+                return 0;
+            };
+            // The runtime keeps polling the connections meanwhile, so `try_read` below sees
+            // the ones the server closed.
+            sleep_until(until.expect("waited for a deadline")).await;
+            let mut scratch = [0u8; 16];
+            streams
+                .iter()
+                .filter(|s| {
+                    matches!(s.try_read(&mut scratch),
+                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+                })
+                .count()
+        }
+    });
+    let open: usize = open_rx.iter().take(threads).sum();
+    println!("open={open}");
+    eprintln!("{open} of {} connections open", args.connections);
+    deadline_tx.send_replace(Some(
+        tokio::time::Instant::now() + Duration::from_secs_f64(args.seconds),
+    ));
+    let mut still = 0;
+    for h in handles {
+        match h.join() {
+            Ok(n) => still += n,
+            Err(_) => {
+                eprintln!("a thread failed");
+                return 1;
+            }
         }
     }
-    println!("open={}", streams.len());
-    eprintln!("{} of {} connections open", streams.len(), args.connections);
-    sleep(Duration::from_secs_f64(args.seconds)).await;
-    let mut scratch = [0u8; 16];
-    let still = streams
-        .iter()
-        .filter(|s| {
-            matches!(s.try_read(&mut scratch), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-        })
-        .count();
     println!("still_open={still}");
     0
 }

@@ -87,6 +87,10 @@ def rows(fig):
                 f"{ff2:.3f} s{fig.spread('s2', 'filefetch', 'seconds')}",
                 f"{orig2:.3f} s{fig.spread('s2', 'original', 'seconds')}",
                 f"{r:.1f}x faster", ">= 5x", r >= 5))
+    failed2 = sum(fig.runs("s2", "original", "failed_attempts"))
+    if failed2:
+        out.append(("2", "client.py attempts that timed out against server.py (retried)", "",
+                    f"{failed2:.0f}", "", "", None))
 
     ff3, ng3 = m("s3", "filefetch", "rps"), m("s3", "nginx", "rps")
     r = ff3 / ng3

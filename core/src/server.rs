@@ -631,7 +631,7 @@ async fn connection(mut sock: Sock, peer: SocketAddr, ctx: Arc<Ctx>, permit: Own
 
 /// Room for the longest request and then some: bytes beyond the request in the same read
 /// show that the client sent more than it should (see [`finish`]).
-const REQUEST_BUF: usize = REQUEST_HEADER_LEN + MAX_NAME_LEN + 1024;
+const REQUEST_BUF: usize = REQUEST_HEADER_LEN + MAX_NAME_LEN + 32;
 
 async fn exchange(sock: &mut Sock, ctx: &Ctx, start: Instant, record: &mut Record) -> Outcome {
     let mut buf = [0u8; REQUEST_BUF];

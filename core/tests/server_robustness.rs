@@ -198,3 +198,39 @@ fn idle_crowd_does_not_block_others() {
     }
     drop(crowd);
 }
+
+/// With the open-file cache on (the default), changes to a popular file are served at once:
+/// rewritten in place (new size and content), replaced by a rename, deleted.
+#[test]
+fn cached_files_follow_changes() {
+    let server = TestServer::start();
+    let get = |name: &str| fetch_bytes("127.0.0.1", server.port(), name, &FetchOptions::new());
+    let path = server.put("hot.txt", b"first");
+    assert_eq!(get("hot.txt").unwrap(), b"first");
+    assert_eq!(get("hot.txt").unwrap(), b"first");
+    std::fs::write(&path, b"rewritten, longer").unwrap();
+    assert_eq!(get("hot.txt").unwrap(), b"rewritten, longer");
+    let fresh = server.put("hot.txt.new", b"renamed over");
+    std::fs::rename(&fresh, &path).unwrap();
+    assert_eq!(get("hot.txt").unwrap(), b"renamed over");
+    std::fs::remove_file(&path).unwrap();
+    assert!(matches!(
+        get("hot.txt"),
+        Err(filefetch::Error::NotFound { .. })
+    ));
+}
+
+/// With the cache off, a file renamed away is gone at once for its old name.
+#[test]
+fn without_the_cache_every_request_resolves_the_name() {
+    let server = TestServer::with(|c| c.file_cache(Duration::ZERO));
+    let get = |name: &str| fetch_bytes("127.0.0.1", server.port(), name, &FetchOptions::new());
+    let path = server.put("moving.txt", b"here");
+    assert_eq!(get("moving.txt").unwrap(), b"here");
+    std::fs::rename(&path, server.root.path().join("moved.txt")).unwrap();
+    assert!(matches!(
+        get("moving.txt"),
+        Err(filefetch::Error::NotFound { .. })
+    ));
+    assert_eq!(get("moved.txt").unwrap(), b"here");
+}

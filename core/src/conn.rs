@@ -155,7 +155,7 @@ impl Sock {
 
 /// `send(2)` with MSG_MORE (hold for what follows) and MSG_NOSIGNAL (EPIPE, not SIGPIPE).
 #[cfg(target_os = "linux")]
-fn send_more(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+pub(crate) fn send_more(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for reads of its length for the whole call.
     let n = unsafe {
         libc::send(

@@ -176,7 +176,7 @@ mod linux {
     use tokio::time::timeout;
 
     use super::{SendError, RESPONSE_HEADER_LEN, SENDFILE_CAP};
-    use crate::conn::Sock;
+    use crate::conn::{send_more, Sock};
 
     pub(super) async fn send_file(
         sock: &mut Sock,
@@ -190,22 +190,8 @@ mod linux {
         let mut off = 0;
         while off < header.len() {
             let rest = &header[off..];
-            let send = || {
-                // SAFETY: `rest` is valid for reads of its length for the whole call.
-                let n = unsafe {
-                    libc::send(
-                        fd,
-                        rest.as_ptr().cast(),
-                        rest.len(),
-                        libc::MSG_MORE | libc::MSG_NOSIGNAL,
-                    )
-                };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            };
+            // Held (MSG_MORE) to share a segment with the first data.
+            let send = || send_more(fd, rest);
             off += now_or_within(sock, stall, send).await?;
         }
 

@@ -32,7 +32,21 @@ pub struct Running {
 
 impl Running {
     pub fn spawn(mut cmd: Command) -> Running {
-        let mut child = cmd.spawn().expect("start filefetch");
+        // A program file just written (the copy the fault tests run as "nobody") can be
+        // "busy" for a moment: a child forked by another test thread meanwhile holds the
+        // writing descriptor until its own exec. Retry that, briefly.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut child = loop {
+            match cmd.spawn() {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                        && Instant::now() < deadline =>
+                {
+                    thread::sleep(Duration::from_millis(10));
+                }
+                result => break result.expect("start filefetch"),
+            }
+        };
         let stdout = Lines::read(child.stdout.take().unwrap());
         let stderr = Lines::read(child.stderr.take().unwrap());
         Running {

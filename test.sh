@@ -35,7 +35,9 @@ python -m pip install --quiet --upgrade pip
 python -m pip install --quiet pytest
 
 step "Interoperability with the original scripts"
-cargo build -p filefetch-cli --locked
+# The test profile (what `cargo test` just built the library with; its output directory is
+# target/debug), so that only the command itself is compiled here.
+cargo build -p filefetch-cli --profile test --locked
 FILEFETCH_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/filefetch" python -m pytest -q tests/interop
 
 if [ -f tests/run-python.sh ]; then

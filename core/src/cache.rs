@@ -9,31 +9,86 @@
 //! hard-linked elsewhere and then unlinked, a permission change, or a symbolic link pointed
 //! elsewhere. Every file in the cache was opened beneath the root, so the lag never serves
 //! anything from outside it.
+//!
+//! A file that has not changed for a while also has its whole response (header and data)
+//! kept in memory, so that a request for it costs no read: each request compares the file's
+//! size, modification time and change time from that same `fstat` with the ones the bytes
+//! were read under, and reads afresh on any difference. Only files whose last change is at
+//! least [`SETTLED`] old are kept this way: any later change then gets a newer change time,
+//! even on file systems with coarse timestamps, so it cannot go unnoticed.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::confine::{OpenError, Resolver, Root};
+use crate::protocol::{ResponseHeader, RESPONSE_HEADER_LEN};
 
 /// Files up to this size are kept (larger ones are opened for each request: their transfer
 /// costs far more than the open).
 pub(crate) const MAX_CACHED_SIZE: u64 = 64 * 1024;
 /// Most files kept open at once.
 const CAPACITY: usize = 1024;
+/// Most bytes of responses kept in memory at once, over all files.
+const RESPONSE_BUDGET: usize = 8 * 1024 * 1024;
+/// How long a file must have gone unchanged before its response is kept in memory: longer
+/// than the timestamp granularity of any common file system (FAT's is 2 s).
+pub(crate) const SETTLED: Duration = Duration::from_secs(3);
 
 /// A map from requested name to an open file, each entry reused for `ttl` after opening.
 #[derive(Debug)]
 pub(crate) struct FileCache {
     ttl: Duration,
-    entries: Mutex<HashMap<Box<str>, Entry>>,
+    /// How long a file must have gone unchanged for its response to be kept ([`SETTLED`]).
+    settled: Duration,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    entries: HashMap<Box<str>, Entry>,
+    /// Bytes of the responses held by `entries`.
+    response_bytes: usize,
 }
 
 #[derive(Debug)]
 struct Entry {
     file: Arc<File>,
     opened: Instant,
+    response: Option<Kept>,
+}
+
+/// A whole response kept in memory, and the state of the file it was read in.
+type Kept = (Stamp, Arc<[u8]>);
+
+/// What a request found: the open file, its size now, and (for a small file unchanged since
+/// it was last read) the whole response, header included, ready to send.
+#[derive(Debug)]
+pub(crate) struct Found {
+    pub(crate) file: Arc<File>,
+    pub(crate) len: u64,
+    pub(crate) response: Option<Arc<[u8]>>,
+}
+
+/// The parts of a file's status that change whenever its content does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<SystemTime>,
+    changed: Option<SystemTime>,
+}
+
+impl Stamp {
+    /// Unchanged for `period` by `now`: with a period longer than the timestamps'
+    /// granularity, any change from here on shows in the stamp.
+    fn settled(&self, now: SystemTime, period: Duration) -> bool {
+        let old_enough = |t: Option<SystemTime>| {
+            t.and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age >= period)
+        };
+        old_enough(self.modified) && old_enough(self.changed)
+    }
 }
 
 impl FileCache {
@@ -41,30 +96,41 @@ impl FileCache {
     pub(crate) fn new(ttl: Duration) -> FileCache {
         FileCache {
             ttl,
-            entries: Mutex::new(HashMap::new()),
+            settled: SETTLED,
+            state: Mutex::new(State::default()),
         }
     }
 
     /// Opens `name` beneath `root` (see [`Root::open`]), or reuses the file opened for it
-    /// less than the cache's lifetime before `now`. Returns the file and its current size.
+    /// less than the cache's lifetime before `now`.
     pub(crate) fn open(
         &self,
         root: &Root,
         name: &str,
         resolver: Resolver,
         now: Instant,
-    ) -> Result<(Arc<File>, u64), OpenError> {
+    ) -> Result<Found, OpenError> {
         if self.ttl.is_zero() {
-            return root
-                .open_measured(name, resolver)
-                .map(|(file, len)| (Arc::new(file), len));
+            return root.open_measured(name, resolver).map(|(file, len)| Found {
+                file: Arc::new(file),
+                len,
+                response: None,
+            });
         }
-        if let Some(file) = self.lookup(name, now) {
+        if let Some((file, kept)) = self.lookup(name, now) {
             match still_linked(&file) {
-                Some(len) => return Ok((file, len)),
-                None => {
-                    self.lock().remove(name);
+                Some(stamp) => {
+                    let response = match kept {
+                        Some((at, response)) if at == stamp => Some(response),
+                        _ => self.keep_response(name, &file, stamp),
+                    };
+                    return Ok(Found {
+                        file,
+                        len: stamp.len,
+                        response,
+                    });
                 }
+                None => self.lock().remove(name),
             }
         }
         let (file, len) = root.open_measured(name, resolver)?;
@@ -72,7 +138,11 @@ impl FileCache {
         if len <= MAX_CACHED_SIZE {
             self.insert(name, file.clone(), now);
         }
-        Ok((file, len))
+        Ok(Found {
+            file,
+            len,
+            response: None,
+        })
     }
 
     /// Closes the files whose time is up, so that a deleted file's space is freed and its
@@ -80,7 +150,7 @@ impl FileCache {
     pub(crate) fn sweep(&self, now: Instant) {
         let ttl = self.ttl;
         self.lock()
-            .retain(|_, e| now.saturating_duration_since(e.opened) < ttl);
+            .retain(|e| now.saturating_duration_since(e.opened) < ttl);
     }
 
     /// How long entries live (zero: no caching).
@@ -88,46 +158,162 @@ impl FileCache {
         self.ttl
     }
 
-    fn lookup(&self, name: &str, now: Instant) -> Option<Arc<File>> {
-        let entries = self.lock();
-        let entry = entries.get(name)?;
-        (now.saturating_duration_since(entry.opened) < self.ttl).then(|| entry.file.clone())
+    fn lookup(&self, name: &str, now: Instant) -> Option<(Arc<File>, Option<Kept>)> {
+        let state = self.lock();
+        let entry = state.entries.get(name)?;
+        (now.saturating_duration_since(entry.opened) < self.ttl)
+            .then(|| (entry.file.clone(), entry.response.clone()))
     }
 
     fn insert(&self, name: &str, file: Arc<File>, now: Instant) {
-        let mut entries = self.lock();
-        if entries.len() >= CAPACITY && !entries.contains_key(name) {
+        let mut state = self.lock();
+        if state.entries.len() >= CAPACITY && !state.entries.contains_key(name) {
             let ttl = self.ttl;
-            entries.retain(|_, e| now.saturating_duration_since(e.opened) < ttl);
-            if entries.len() >= CAPACITY {
+            state.retain(|e| now.saturating_duration_since(e.opened) < ttl);
+            if state.entries.len() >= CAPACITY {
                 return;
             }
         }
-        entries.insert(name.into(), Entry { file, opened: now });
+        let old = state.entries.insert(
+            name.into(),
+            Entry {
+                file,
+                opened: now,
+                response: None,
+            },
+        );
+        state.forget(old);
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Box<str>, Entry>> {
-        // The map is consistent after any panic (each change is a single call).
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Reads the whole response of a file that has settled (see [`SETTLED`]) and keeps it
+    /// with its entry, in place of any response read before, if the memory budget allows.
+    /// `None` when there is none to send (the entry then holds none either).
+    fn keep_response(&self, name: &str, file: &Arc<File>, stamp: Stamp) -> Option<Arc<[u8]>> {
+        let len = usize::try_from(stamp.len).unwrap_or(usize::MAX);
+        let wanted = stamp.len <= MAX_CACHED_SIZE
+            && stamp.settled(SystemTime::now(), self.settled)
+            && self.lock().response_bytes + RESPONSE_HEADER_LEN + len <= RESPONSE_BUDGET;
+        let response = if wanted {
+            read_response(file, len)
+        } else {
+            None
+        };
+        let mut state = self.lock();
+        let budget = RESPONSE_BUDGET.saturating_sub(state.response_bytes);
+        let Some(entry) = state.entries.get_mut(name) else {
+            return response;
+        };
+        // Another request may have reopened the name meanwhile: this file is not its file.
+        if !Arc::ptr_eq(&entry.file, file) {
+            return response;
+        }
+        let freed = entry.response.take().map_or(0, |(_, r)| r.len());
+        let kept = response.clone().filter(|r| r.len() <= budget + freed);
+        let added = kept.as_ref().map_or(0, |r| r.len());
+        entry.response = kept.map(|r| (stamp, r));
+        state.response_bytes = state.response_bytes - freed + added;
+        response
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state is consistent after any panic (each change completes under the lock
+        // without calls that can panic between its steps).
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().entries.len()
+    }
+
+    #[cfg(test)]
+    fn response_bytes(&self) -> usize {
+        self.lock().response_bytes
     }
 }
 
-/// The file's size if it is still a regular file linked into the tree somewhere.
+impl State {
+    fn remove(&mut self, name: &str) {
+        let old = self.entries.remove(name);
+        self.forget(old);
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
+        let mut freed = 0;
+        self.entries.retain(|_, e| {
+            let kept = keep(e);
+            if !kept {
+                freed += e.response.as_ref().map_or(0, |(_, r)| r.len());
+            }
+            kept
+        });
+        self.response_bytes -= freed;
+    }
+
+    /// Accounts for an entry that left the map.
+    fn forget(&mut self, old: Option<Entry>) {
+        if let Some((_, r)) = old.and_then(|e| e.response) {
+            self.response_bytes -= r.len();
+        }
+    }
+}
+
+/// The response for a file of `len` bytes: its header and all of its data, or `None` if the
+/// file does not hold exactly `len` bytes now (it is changing; it will be read afresh).
+fn read_response(file: &File, len: usize) -> Option<Arc<[u8]>> {
+    let header = ResponseHeader::Found(u32::try_from(len).ok()?).encode();
+    let mut buf = vec![0u8; RESPONSE_HEADER_LEN + len + 1];
+    buf[..RESPONSE_HEADER_LEN].copy_from_slice(&header);
+    let mut got = 0;
+    // One byte more than expected shows a file that grew.
+    while got < len + 1 {
+        match read_at(file, &mut buf[RESPONSE_HEADER_LEN + got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    if got != len {
+        return None;
+    }
+    buf.truncate(RESPONSE_HEADER_LEN + len);
+    Some(buf.into())
+}
+
 #[cfg(unix)]
-fn still_linked(file: &File) -> Option<u64> {
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(file, buf, offset)
+}
+
+#[cfg(not(unix))]
+fn read_at(_file: &File, _buf: &mut [u8], _offset: u64) -> std::io::Result<usize> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
+/// The file's size and times if it is still a regular file linked into the tree somewhere.
+#[cfg(unix)]
+fn still_linked(file: &File) -> Option<Stamp> {
     use std::os::unix::fs::MetadataExt;
     let meta = file.metadata().ok()?;
-    (meta.nlink() > 0 && meta.is_file()).then_some(meta.len())
+    let changed = u32::try_from(meta.ctime_nsec()).ok().and_then(|nanos| {
+        let secs = Duration::new(meta.ctime().unsigned_abs(), nanos);
+        if meta.ctime() >= 0 {
+            SystemTime::UNIX_EPOCH.checked_add(secs)
+        } else {
+            SystemTime::UNIX_EPOCH.checked_sub(secs)
+        }
+    });
+    (meta.nlink() > 0 && meta.is_file()).then(|| Stamp {
+        len: meta.len(),
+        modified: meta.modified().ok(),
+        changed,
+    })
 }
 
 /// Without link counts, a cached file cannot be told from a deleted one: never reuse.
 #[cfg(not(unix))]
-fn still_linked(_file: &File) -> Option<u64> {
+fn still_linked(_file: &File) -> Option<Stamp> {
     None
 }
 
@@ -148,20 +334,40 @@ mod tests {
         (dir, root)
     }
 
+    /// A cache that keeps the response of any file, however recently changed.
+    fn eager(ttl: Duration) -> FileCache {
+        FileCache {
+            settled: Duration::ZERO,
+            ..FileCache::new(ttl)
+        }
+    }
+
+    fn response_for(data: &[u8]) -> Vec<u8> {
+        let mut r = ResponseHeader::Found(data.len() as u32).encode().to_vec();
+        r.extend_from_slice(data);
+        r
+    }
+
+    /// Past the granularity of the file system's timestamps, so a change made now gets a
+    /// change time unlike one made before.
+    fn next_tick() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     #[test]
     fn reuses_the_open_file_within_its_lifetime() {
         let (dir, root) = setup();
         std::fs::write(dir.path().join("a"), b"one").unwrap();
         let cache = FileCache::new(Duration::from_secs(60));
         let t = Instant::now();
-        let (first, len) = cache.open(&root, "a", Resolver::Native, t).unwrap();
-        assert_eq!(len, 3);
-        let (second, _) = cache.open(&root, "a", Resolver::Native, t).unwrap();
-        assert!(Arc::ptr_eq(&first, &second));
+        let first = cache.open(&root, "a", Resolver::Native, t).unwrap();
+        assert_eq!(first.len, 3);
+        let second = cache.open(&root, "a", Resolver::Native, t).unwrap();
+        assert!(Arc::ptr_eq(&first.file, &second.file));
         // Past its lifetime the name is resolved again.
         let later = t + Duration::from_secs(61);
-        let (third, _) = cache.open(&root, "a", Resolver::Native, later).unwrap();
-        assert!(!Arc::ptr_eq(&first, &third));
+        let third = cache.open(&root, "a", Resolver::Native, later).unwrap();
+        assert!(!Arc::ptr_eq(&first.file, &third.file));
     }
 
     #[test]
@@ -172,13 +378,13 @@ mod tests {
         let cache = FileCache::new(Duration::from_secs(60));
         let t = Instant::now();
         assert_eq!(
-            cache.open(&root, "grows", Resolver::Native, t).unwrap().1,
+            cache.open(&root, "grows", Resolver::Native, t).unwrap().len,
             2
         );
         std::fs::write(&path, b"12345").unwrap();
-        let (file, len) = cache.open(&root, "grows", Resolver::Native, t).unwrap();
-        assert_eq!(len, 5);
-        assert_eq!(read_all(&file), b"12345");
+        let found = cache.open(&root, "grows", Resolver::Native, t).unwrap();
+        assert_eq!(found.len, 5);
+        assert_eq!(read_all(&found.file), b"12345");
     }
 
     #[test]
@@ -192,8 +398,8 @@ mod tests {
         // Replaced by a rename: the new content is served.
         std::fs::write(dir.path().join("f.new"), b"new!").unwrap();
         std::fs::rename(dir.path().join("f.new"), &path).unwrap();
-        let (file, len) = cache.open(&root, "f", Resolver::Native, t).unwrap();
-        assert_eq!((len, read_all(&file)), (4, b"new!".to_vec()));
+        let found = cache.open(&root, "f", Resolver::Native, t).unwrap();
+        assert_eq!((found.len, read_all(&found.file)), (4, b"new!".to_vec()));
         // Deleted: not found.
         std::fs::remove_file(&path).unwrap();
         let err = cache.open(&root, "f", Resolver::Native, t).unwrap_err();
@@ -227,9 +433,10 @@ mod tests {
         std::fs::write(dir.path().join("a"), b"x").unwrap();
         let cache = FileCache::new(Duration::ZERO);
         let t = Instant::now();
-        let (a, _) = cache.open(&root, "a", Resolver::Native, t).unwrap();
-        let (b, _) = cache.open(&root, "a", Resolver::Native, t).unwrap();
-        assert!(!Arc::ptr_eq(&a, &b));
+        let a = cache.open(&root, "a", Resolver::Native, t).unwrap();
+        let b = cache.open(&root, "a", Resolver::Native, t).unwrap();
+        assert!(!Arc::ptr_eq(&a.file, &b.file));
+        assert!(b.response.is_none());
         assert_eq!(cache.len(), 0);
     }
 
@@ -248,5 +455,116 @@ mod tests {
         assert_eq!(cache.len(), CAPACITY);
         cache.sweep(t + Duration::from_secs(10));
         assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn a_settled_file_is_answered_from_memory() {
+        let (dir, root) = setup();
+        std::fs::write(dir.path().join("a"), b"hello").unwrap();
+        let cache = eager(Duration::from_secs(60));
+        let t = Instant::now();
+        // The first request opens the file; the next one reads and keeps its response.
+        assert!(cache
+            .open(&root, "a", Resolver::Native, t)
+            .unwrap()
+            .response
+            .is_none());
+        let second = cache.open(&root, "a", Resolver::Native, t).unwrap();
+        let kept = second.response.expect("response kept");
+        assert_eq!(&kept[..], &response_for(b"hello")[..]);
+        assert_eq!(cache.response_bytes(), kept.len());
+        let third = cache.open(&root, "a", Resolver::Native, t).unwrap();
+        assert!(Arc::ptr_eq(&kept, third.response.as_ref().unwrap()));
+        // Gone with its entry.
+        cache.sweep(t + Duration::from_secs(60));
+        assert_eq!((cache.len(), cache.response_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn a_kept_response_follows_changes_of_the_same_size() {
+        let (dir, root) = setup();
+        let path = dir.path().join("a");
+        std::fs::write(&path, b"one").unwrap();
+        let cache = eager(Duration::from_secs(60));
+        let t = Instant::now();
+        cache.open(&root, "a", Resolver::Native, t).unwrap();
+        let before = cache.open(&root, "a", Resolver::Native, t).unwrap();
+        assert_eq!(&before.response.unwrap()[..], &response_for(b"one")[..]);
+        next_tick();
+        // Rewritten in place, same inode and same size.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"two"))
+            .unwrap();
+        let after = cache.open(&root, "a", Resolver::Native, t).unwrap();
+        assert!(Arc::ptr_eq(&before.file, &after.file));
+        assert_eq!(&after.response.unwrap()[..], &response_for(b"two")[..]);
+        assert_eq!(cache.response_bytes(), response_for(b"two").len());
+        // Grown: the response is re-read at the new size.
+        next_tick();
+        std::fs::write(&path, b"three").unwrap();
+        let grown = cache.open(&root, "a", Resolver::Native, t).unwrap();
+        assert_eq!(grown.len, 5);
+        assert_eq!(&grown.response.unwrap()[..], &response_for(b"three")[..]);
+        assert_eq!(cache.response_bytes(), response_for(b"three").len());
+    }
+
+    #[test]
+    fn a_recently_changed_file_is_read_at_every_request() {
+        let (dir, root) = setup();
+        std::fs::write(dir.path().join("fresh"), b"just written").unwrap();
+        // The real settling period: a file written a moment ago is never kept in memory.
+        let cache = FileCache::new(Duration::from_secs(60));
+        let t = Instant::now();
+        for _ in 0..3 {
+            let found = cache.open(&root, "fresh", Resolver::Native, t).unwrap();
+            assert!(found.response.is_none());
+            // Positioned reads, as the server makes: the file is shared.
+            let now = read_response(&found.file, found.len as usize).unwrap();
+            assert_eq!(&now[..], &response_for(b"just written")[..]);
+        }
+        assert_eq!((cache.len(), cache.response_bytes()), (1, 0));
+    }
+
+    #[test]
+    fn kept_responses_stay_within_the_memory_budget() {
+        let (dir, root) = setup();
+        let size = MAX_CACHED_SIZE as usize;
+        let files = RESPONSE_BUDGET / size + 8;
+        let cache = eager(Duration::from_secs(60));
+        let t = Instant::now();
+        let mut kept = 0;
+        for i in 0..files {
+            let name = format!("f{i}");
+            std::fs::write(dir.path().join(&name), vec![i as u8; size]).unwrap();
+            cache.open(&root, &name, Resolver::Native, t).unwrap();
+            let found = cache.open(&root, &name, Resolver::Native, t).unwrap();
+            // Past the budget the file is still served, read from the file.
+            assert_eq!(found.len, size as u64);
+            if found.response.is_some() {
+                kept += 1;
+            }
+            assert!(cache.response_bytes() <= RESPONSE_BUDGET);
+        }
+        assert!(kept > 0 && kept < files, "{kept} of {files} kept");
+        assert_eq!(cache.response_bytes(), kept * (RESPONSE_HEADER_LEN + size));
+        cache.sweep(t + Duration::from_secs(60));
+        assert_eq!(cache.response_bytes(), 0);
+    }
+
+    #[test]
+    fn a_file_that_is_not_its_measured_size_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a");
+        std::fs::write(&path, b"12345").unwrap();
+        let file = File::open(&path).unwrap();
+        assert_eq!(
+            read_response(&file, 5).as_deref(),
+            Some(&response_for(b"12345")[..])
+        );
+        // Measured at 4 or 6 bytes, but holding 5: changing under the reader.
+        assert!(read_response(&file, 4).is_none());
+        assert!(read_response(&file, 6).is_none());
     }
 }

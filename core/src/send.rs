@@ -52,13 +52,15 @@ pub(crate) async fn send_not_found(
     write_all(sock, &ResponseHeader::NotFound.encode(), stall, hold).await
 }
 
-/// Sends StatusCode 1, `len`, and exactly `len` bytes of `file`. `sent` counts file bytes
-/// that left, also when an error cuts the transfer short. With `fast`, large files go out
-/// with `sendfile` and the last write of a small one waits for the close that follows, to
-/// leave with the FIN in one segment.
+/// Sends StatusCode 1, `len`, and exactly `len` bytes of `file`, or `response` (that whole
+/// response, header included, read before) when given. `sent` counts file bytes that left,
+/// also when an error cuts the transfer short. With `fast`, large files go out with
+/// `sendfile` and the last write of a small one waits for the close that follows, to leave
+/// with the FIN in one segment.
 pub(crate) async fn send_file(
     sock: &mut Sock,
     file: &File,
+    response: Option<&[u8]>,
     len: u32,
     stall: Duration,
     fast: bool,
@@ -66,6 +68,12 @@ pub(crate) async fn send_file(
 ) -> Result<(), SendError> {
     let header = ResponseHeader::Found(len).encode();
     let len = u64::from(len);
+    if let Some(response) = response {
+        debug_assert_eq!(response.len() as u64, RESPONSE_HEADER_LEN as u64 + len);
+        write_all(sock, response, stall, fast).await?;
+        *sent = len;
+        return Ok(());
+    }
     #[cfg(target_os = "linux")]
     if fast && len > SMALL_FILE {
         return linux::send_file(sock, file, header, len, stall, sent).await;

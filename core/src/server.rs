@@ -50,7 +50,9 @@ pub struct ServerConfig {
     /// How long a small file (64 KiB or less) stays open for reuse by the next requests of
     /// the same name (1 s default; zero opens every file afresh). Sizes are measured at every
     /// request, and a file deleted or replaced by a rename is noticed at once; a rename away
-    /// or a permission change can take this long to be seen.
+    /// or a permission change can take this long to be seen. While open, a file unchanged
+    /// for 3 s also has its response kept in memory (8 MiB at most over all files), checked
+    /// against the file's size and times at every request.
     pub file_cache: Duration,
 }
 
@@ -691,7 +693,7 @@ async fn exchange(sock: &mut Sock, ctx: &Ctx, start: Instant, record: &mut Recor
             Err(e) => Err(e.to_string()),
         },
     };
-    let (file, len) = match file.and_then(|(f, len)| announceable(len).map(|len| (f, len))) {
+    let (found, len) = match file.and_then(|f| announceable(f.len).map(|len| (f, len))) {
         Ok(found) => found,
         Err(why) => {
             record.status = Some(0);
@@ -704,7 +706,8 @@ async fn exchange(sock: &mut Sock, ctx: &Ctx, start: Instant, record: &mut Recor
     record.status = Some(1);
     match send_file(
         sock,
-        &file,
+        &found.file,
+        found.response.as_deref(),
         len,
         ctx.send_timeout,
         ctx.zero_copy,

@@ -34,7 +34,8 @@ use crate::send::{send_file, send_not_found, SendError};
 pub struct ServerConfig {
     /// Directory files are served from (the working directory by default).
     pub root: PathBuf,
-    /// Most connections handled at once; more wait in the listen backlog (10,000 default).
+    /// Most connections handled at once; more wait in the listen backlog (10,000 default;
+    /// taken as at least 1 and at most `u32::MAX`).
     pub max_connections: usize,
     /// The whole FileRequest must arrive within this time from accept (1 s default).
     pub request_timeout: Duration,
@@ -293,7 +294,10 @@ impl Server {
 
     /// Serves with `acceptors` accept loops per listening socket (one per worker thread).
     async fn serve(self, acceptors: usize) -> Result<()> {
-        let permits = Arc::new(Semaphore::new(self.config.max_connections));
+        // More than u32::MAX connections at once is beyond any system; the cap keeps the
+        // semaphore (and the drain below, which takes every permit back) within range.
+        let limit = self.config.max_connections.clamp(1, u32::MAX as usize);
+        let permits = Arc::new(Semaphore::new(limit));
         let mut state = self.handle.state.subscribe();
         let mut accepting = JoinSet::new();
         for listener in self.listeners {
@@ -319,7 +323,7 @@ impl Server {
         accepting.abort_all();
         while accepting.join_next().await.is_some() {}
         if stop == State::Draining {
-            let all = u32::try_from(self.config.max_connections).unwrap_or(u32::MAX);
+            let all = u32::try_from(limit).unwrap_or(u32::MAX);
             let drained = permits.acquire_many(all);
             let aborted = state.wait_for(|s| *s == State::Stopped);
             let _ = timeout(self.config.grace_period, async {

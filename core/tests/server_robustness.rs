@@ -188,6 +188,17 @@ fn connection_limit_queues_then_serves() {
     drop(idle);
 }
 
+/// A limit beyond any system (such as `usize::MAX` from a C caller) serves normally and still
+/// shuts down gracefully, waiting for nothing.
+#[test]
+fn huge_connection_limit_serves_and_shuts_down() {
+    let mut server = TestServer::with(|c| c.max_connections(usize::MAX));
+    still_serves(&server);
+    let started = std::time::Instant::now();
+    server.server.take().unwrap().shutdown().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
 /// Many idle connections at once cost the others nothing.
 #[test]
 fn idle_crowd_does_not_block_others() {

@@ -107,7 +107,8 @@ typedef struct filefetch_fetch_options filefetch_fetch_options;
 typedef struct filefetch_server filefetch_server;
 
 /**
- * Where and what a server serves: root directory, address, port. Opaque.
+ * Where and how a server serves: root directory, address, port, limits, timeouts, worker
+ * threads, open-file reuse. Opaque.
  *
  * Create with `filefetch_server_options_new`, change with the setters, release with
  * `filefetch_server_options_free`. Starting a server copies what it needs, so the handle
@@ -348,6 +349,68 @@ enum filefetch_status filefetch_server_options_set_port(struct filefetch_server_
                                                         uint16_t port);
 
 /**
+ * Sets the most connections handled at once (10000 by default); more wait in the listen
+ * backlog until one ends. 0 gives `FILEFETCH_STATUS_INVALID_ARGUMENT`.
+ *
+ * `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+ * meanwhile.
+ */
+enum filefetch_status filefetch_server_options_set_max_connections(struct filefetch_server_options *options,
+                                                                   size_t max_connections);
+
+/**
+ * Sets how long a client has, from connecting, to send its whole request, in milliseconds
+ * (1000 by default); a client that takes longer is disconnected without a response.
+ * 0 gives `FILEFETCH_STATUS_INVALID_ARGUMENT`.
+ *
+ * `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+ * meanwhile.
+ */
+enum filefetch_status filefetch_server_options_set_request_timeout_ms(struct filefetch_server_options *options,
+                                                                      uint32_t timeout_ms);
+
+/**
+ * Sets how long a client may read nothing before it is dropped, in milliseconds (10000 by
+ * default). 0 gives `FILEFETCH_STATUS_INVALID_ARGUMENT`.
+ *
+ * `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+ * meanwhile.
+ */
+enum filefetch_status filefetch_server_options_set_send_timeout_ms(struct filefetch_server_options *options,
+                                                                   uint32_t timeout_ms);
+
+/**
+ * Sets how long transfers in flight may take to finish after `filefetch_server_shutdown`,
+ * in milliseconds (10000 by default); 0 cuts them at once, as `filefetch_server_stop` does.
+ *
+ * `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+ * meanwhile.
+ */
+enum filefetch_status filefetch_server_options_set_grace_period_ms(struct filefetch_server_options *options,
+                                                                   uint32_t grace_ms);
+
+/**
+ * Sets the number of worker threads; 0 (the default) means one per CPU core.
+ *
+ * `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+ * meanwhile.
+ */
+enum filefetch_status filefetch_server_options_set_threads(struct filefetch_server_options *options,
+                                                           size_t threads);
+
+/**
+ * Sets how long a small file (64 KiB or less) stays open for reuse by later requests of
+ * the same name, in milliseconds (1000 by default); 0 opens every file afresh. A file
+ * deleted or replaced is seen at once, and its size is measured at every request; a rename
+ * away or a permission change can take this long to be seen.
+ *
+ * `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+ * meanwhile.
+ */
+enum filefetch_status filefetch_server_options_set_file_cache_ms(struct filefetch_server_options *options,
+                                                                 uint32_t file_cache_ms);
+
+/**
  * Starts a server on a background thread and returns once it is listening, so clients
  * can connect as soon as this returns.
  *
@@ -375,7 +438,9 @@ enum filefetch_status filefetch_server_stop(struct filefetch_server *server);
 
 /**
  * Stops the server gracefully: it stops accepting at once, lets transfers in flight finish
- * (for up to 10 s), then waits for its thread to end. Otherwise as `filefetch_server_stop`.
+ * within the grace period (10 s by default; see
+ * `filefetch_server_options_set_grace_period_ms`), then waits for its thread to end.
+ * Otherwise as `filefetch_server_stop`.
  */
 enum filefetch_status filefetch_server_shutdown(struct filefetch_server *server);
 

@@ -3,12 +3,11 @@
 use std::ffi::{c_char, c_int, c_void};
 use std::ops::ControlFlow;
 use std::ptr::NonNull;
-use std::time::Duration;
 
 use filefetch::FetchOptions;
 
 use crate::error::{filefetch_status, Failure};
-use crate::guard::{guard, guard_or, non_null, try_mut, try_ref, try_str, write_out};
+use crate::guard::{guard, guard_or, millis, non_null, try_mut, try_ref, try_str, write_out};
 
 /// Called as data arrives with the bytes received so far and the file's total size.
 ///
@@ -221,13 +220,6 @@ pub extern "C" fn filefetch_fetch_options_set_connect_timeout_ms(
         options.inner = options.inner.clone().connect_timeout(timeout);
         Ok(())
     })
-}
-
-fn millis(ms: u32, name: &str) -> Result<Duration, Failure> {
-    match ms {
-        0 => Err(Failure::invalid(format!("`{name}` is 0"))),
-        ms => Ok(Duration::from_millis(ms.into())),
-    }
 }
 
 /// Sets the progress callback and the `user_data` pointer passed to it; a NULL `callback`

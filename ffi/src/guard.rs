@@ -1,11 +1,13 @@
 //! The two helpers every exported function goes through: the panic guard, which turns a
 //! panic into `FILEFETCH_STATUS_PANIC` instead of unwinding into C, and the argument checks,
-//! which turn NULL pointers and invalid strings into `FILEFETCH_STATUS_INVALID_ARGUMENT`.
+//! which turn NULL pointers, invalid strings and zero timeouts into
+//! `FILEFETCH_STATUS_INVALID_ARGUMENT`.
 
 use std::any::Any;
 use std::ffi::{c_char, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
+use std::time::Duration;
 
 use crate::error::{filefetch_status, set_last_error, Failure};
 
@@ -92,6 +94,14 @@ pub(crate) unsafe fn try_str<'a>(ptr: *const c_char, name: &str) -> Result<&'a s
     let text = unsafe { CStr::from_ptr(ptr.as_ptr()) };
     text.to_str()
         .map_err(|_| Failure::invalid(format!("`{name}` is not valid UTF-8")))
+}
+
+/// A timeout given in milliseconds, refusing 0.
+pub(crate) fn millis(ms: u32, name: &str) -> Result<Duration, Failure> {
+    match ms {
+        0 => Err(Failure::invalid(format!("`{name}` is 0"))),
+        ms => Ok(Duration::from_millis(ms.into())),
+    }
 }
 
 /// Writes an out-parameter that `non_null` accepted earlier.

@@ -41,8 +41,11 @@ pub use fetch::{
 pub use server::{
     filefetch_serve, filefetch_server, filefetch_server_free, filefetch_server_options,
     filefetch_server_options_free, filefetch_server_options_new,
-    filefetch_server_options_set_address, filefetch_server_options_set_port,
-    filefetch_server_options_set_root, filefetch_server_port, filefetch_server_shutdown,
+    filefetch_server_options_set_address, filefetch_server_options_set_file_cache_ms,
+    filefetch_server_options_set_grace_period_ms, filefetch_server_options_set_max_connections,
+    filefetch_server_options_set_port, filefetch_server_options_set_request_timeout_ms,
+    filefetch_server_options_set_root, filefetch_server_options_set_send_timeout_ms,
+    filefetch_server_options_set_threads, filefetch_server_port, filefetch_server_shutdown,
     filefetch_server_start, filefetch_server_stop,
 };
 

@@ -4,13 +4,15 @@
 use std::ffi::c_char;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use filefetch::{BackgroundServer, Server, ServerConfig};
 
 use crate::error::{filefetch_status, Failure};
-use crate::guard::{guard, guard_or, non_null, try_mut, try_ref, try_str, write_out};
+use crate::guard::{guard, guard_or, millis, non_null, try_mut, try_ref, try_str, write_out};
 
-/// Where and what a server serves: root directory, address, port. Opaque.
+/// Where and how a server serves: root directory, address, port, limits, timeouts, worker
+/// threads, open-file reuse. Opaque.
 ///
 /// Create with `filefetch_server_options_new`, change with the setters, release with
 /// `filefetch_server_options_free`. Starting a server copies what it needs, so the handle
@@ -150,6 +152,111 @@ pub extern "C" fn filefetch_server_options_set_port(
     })
 }
 
+/// Sets the most connections handled at once (10000 by default); more wait in the listen
+/// backlog until one ends. 0 gives `FILEFETCH_STATUS_INVALID_ARGUMENT`.
+///
+/// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+/// meanwhile.
+#[no_mangle]
+pub extern "C" fn filefetch_server_options_set_max_connections(
+    options: *mut filefetch_server_options,
+    max_connections: usize,
+) -> filefetch_status {
+    set(options, |options| {
+        if max_connections == 0 {
+            return Err(Failure::invalid("`max_connections` is 0"));
+        }
+        options.config = options.config.clone().max_connections(max_connections);
+        Ok(())
+    })
+}
+
+/// Sets how long a client has, from connecting, to send its whole request, in milliseconds
+/// (1000 by default); a client that takes longer is disconnected without a response.
+/// 0 gives `FILEFETCH_STATUS_INVALID_ARGUMENT`.
+///
+/// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+/// meanwhile.
+#[no_mangle]
+pub extern "C" fn filefetch_server_options_set_request_timeout_ms(
+    options: *mut filefetch_server_options,
+    timeout_ms: u32,
+) -> filefetch_status {
+    set(options, |options| {
+        let timeout = millis(timeout_ms, "timeout_ms")?;
+        options.config = options.config.clone().request_timeout(timeout);
+        Ok(())
+    })
+}
+
+/// Sets how long a client may read nothing before it is dropped, in milliseconds (10000 by
+/// default). 0 gives `FILEFETCH_STATUS_INVALID_ARGUMENT`.
+///
+/// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+/// meanwhile.
+#[no_mangle]
+pub extern "C" fn filefetch_server_options_set_send_timeout_ms(
+    options: *mut filefetch_server_options,
+    timeout_ms: u32,
+) -> filefetch_status {
+    set(options, |options| {
+        let timeout = millis(timeout_ms, "timeout_ms")?;
+        options.config = options.config.clone().send_timeout(timeout);
+        Ok(())
+    })
+}
+
+/// Sets how long transfers in flight may take to finish after `filefetch_server_shutdown`,
+/// in milliseconds (10000 by default); 0 cuts them at once, as `filefetch_server_stop` does.
+///
+/// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+/// meanwhile.
+#[no_mangle]
+pub extern "C" fn filefetch_server_options_set_grace_period_ms(
+    options: *mut filefetch_server_options,
+    grace_ms: u32,
+) -> filefetch_status {
+    set(options, |options| {
+        let grace = Duration::from_millis(grace_ms.into());
+        options.config = options.config.clone().grace_period(grace);
+        Ok(())
+    })
+}
+
+/// Sets the number of worker threads; 0 (the default) means one per CPU core.
+///
+/// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+/// meanwhile.
+#[no_mangle]
+pub extern "C" fn filefetch_server_options_set_threads(
+    options: *mut filefetch_server_options,
+    threads: usize,
+) -> filefetch_status {
+    set(options, |options| {
+        options.config = options.config.clone().threads(threads);
+        Ok(())
+    })
+}
+
+/// Sets how long a small file (64 KiB or less) stays open for reuse by later requests of
+/// the same name, in milliseconds (1000 by default); 0 opens every file afresh. A file
+/// deleted or replaced is seen at once, and its size is measured at every request; a rename
+/// away or a permission change can take this long to be seen.
+///
+/// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+/// meanwhile.
+#[no_mangle]
+pub extern "C" fn filefetch_server_options_set_file_cache_ms(
+    options: *mut filefetch_server_options,
+    file_cache_ms: u32,
+) -> filefetch_status {
+    set(options, |options| {
+        let file_cache = Duration::from_millis(file_cache_ms.into());
+        options.config = options.config.clone().file_cache(file_cache);
+        Ok(())
+    })
+}
+
 /// Starts a server on a background thread and returns once it is listening, so clients
 /// can connect as soon as this returns.
 ///
@@ -223,7 +330,9 @@ pub extern "C" fn filefetch_server_stop(server: *mut filefetch_server) -> filefe
 }
 
 /// Stops the server gracefully: it stops accepting at once, lets transfers in flight finish
-/// (for up to 10 s), then waits for its thread to end. Otherwise as `filefetch_server_stop`.
+/// within the grace period (10 s by default; see
+/// `filefetch_server_options_set_grace_period_ms`), then waits for its thread to end.
+/// Otherwise as `filefetch_server_stop`.
 #[no_mangle]
 pub extern "C" fn filefetch_server_shutdown(server: *mut filefetch_server) -> filefetch_status {
     stop_with(server, BackgroundServer::shutdown)

@@ -31,6 +31,8 @@ def serve(
     max_connections: int = 10000,
     request_timeout: float = 1.0,
     send_timeout: float = 10.0,
+    threads: int = 0,
+    file_cache: float = 1.0,
 ) -> None: ...
 
 @final
@@ -44,6 +46,8 @@ class Server:
         max_connections: int = 10000,
         request_timeout: float = 1.0,
         send_timeout: float = 10.0,
+        threads: int = 0,
+        file_cache: float = 1.0,
     ) -> Self: ...
     @property
     def port(self) -> int: ...

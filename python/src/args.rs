@@ -1,5 +1,5 @@
-//! Checks of Python arguments that Rust types cannot express: port ranges, timeouts in
-//! seconds, host strings for listening.
+//! Checks of Python arguments that Rust types cannot express: port ranges, counts, timeouts
+//! and durations in seconds, host strings for listening.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -36,6 +36,29 @@ pub(crate) fn seconds(py: Python<'_>, what: &str, value: f64) -> PyResult<Durati
         py,
         format!("{what} must be a positive number of seconds, not {value}"),
     ))
+}
+
+/// A duration given in seconds where 0 means "none": a non-negative, finite number.
+pub(crate) fn seconds_or_zero(py: Python<'_>, what: &str, value: f64) -> PyResult<Duration> {
+    if value == 0.0 {
+        return Ok(Duration::ZERO);
+    }
+    seconds(py, what, value).map_err(|_| {
+        invalid_argument(
+            py,
+            format!("{what} must be 0 or a positive number of seconds, not {value}"),
+        )
+    })
+}
+
+/// A count where 0 has a meaning of its own (such as "one per core"): a non-negative integer.
+pub(crate) fn count(py: Python<'_>, what: &str, value: i64) -> PyResult<usize> {
+    usize::try_from(value).map_err(|_| {
+        invalid_argument(
+            py,
+            format!("{what} must be a non-negative integer, not {value}"),
+        )
+    })
 }
 
 /// The addresses `host` stands for, with `port`: an IP literal, `""` (every IPv4 address, as

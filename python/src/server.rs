@@ -19,21 +19,28 @@ use crate::interrupt::SIGNAL_POLL;
 fn config(
     py: Python<'_>,
     root: PathBuf,
-    max_connections: usize,
+    max_connections: i64,
     request_timeout: f64,
     send_timeout: f64,
+    threads: i64,
+    file_cache: f64,
 ) -> PyResult<ServerConfig> {
-    if max_connections == 0 {
-        return Err(errors::invalid_argument(
-            py,
-            "max_connections must be at least 1".into(),
-        ));
-    }
+    let max_connections = match usize::try_from(max_connections) {
+        Ok(n) if n > 0 => n,
+        _ => {
+            return Err(errors::invalid_argument(
+                py,
+                format!("max_connections must be at least 1, not {max_connections}"),
+            ))
+        }
+    };
     Ok(ServerConfig::new()
         .root(root)
         .max_connections(max_connections)
         .request_timeout(args::seconds(py, "request_timeout", request_timeout)?)
-        .send_timeout(args::seconds(py, "send_timeout", send_timeout)?))
+        .send_timeout(args::seconds(py, "send_timeout", send_timeout)?)
+        .threads(args::count(py, "threads", threads)?)
+        .file_cache(args::seconds_or_zero(py, "file_cache", file_cache)?))
 }
 
 /// A server running on its own thread. Dropping it stops the server without waiting.
@@ -96,7 +103,11 @@ impl Drop for Running {
 /// any free port if `port` is 0. Clients are served concurrently; names are confined to
 /// `root`. At most `max_connections` are handled at once; a request must arrive within
 /// `request_timeout` seconds of connecting; a client that reads nothing for `send_timeout`
-/// seconds is dropped. Each connection is logged on the "filefetch.server" logger.
+/// seconds is dropped. `threads` worker threads serve (0: one per CPU core). A small file
+/// (64 KiB or less) stays open for `file_cache` seconds for reuse by later requests of the
+/// same name (0: every request opens it afresh); its size is measured at every request and a
+/// file deleted or replaced is seen at once, while a rename away or a permission change can
+/// take that long to be seen. Each connection is logged on the "filefetch.server" logger.
 ///
 /// Blocks with the GIL released; a signal handler that raises (KeyboardInterrupt on Ctrl-C)
 /// stops the server and the exception propagates. Raises LocalError (an OSError) when the
@@ -105,20 +116,31 @@ impl Drop for Running {
 #[pyfunction]
 #[pyo3(signature = (
     port, root=PathBuf::from("."), *, host="0.0.0.0".to_owned(), max_connections=10_000,
-    request_timeout=1.0, send_timeout=10.0,
+    request_timeout=1.0, send_timeout=10.0, threads=0, file_cache=1.0,
 ), text_signature = "(port, root='.', *, host='0.0.0.0', max_connections=10000, \
-    request_timeout=1.0, send_timeout=10.0)")]
+    request_timeout=1.0, send_timeout=10.0, threads=0, file_cache=1.0)")]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn serve(
     py: Python<'_>,
     port: i64,
     root: PathBuf,
     host: String,
-    max_connections: usize,
+    max_connections: i64,
     request_timeout: f64,
     send_timeout: f64,
+    threads: i64,
+    file_cache: f64,
 ) -> PyResult<()> {
     let port = args::local_port(py, port)?;
-    let config = config(py, root, max_connections, request_timeout, send_timeout)?;
+    let config = config(
+        py,
+        root,
+        max_connections,
+        request_timeout,
+        send_timeout,
+        threads,
+        file_cache,
+    )?;
     let shown_root = config.root.canonicalize().unwrap_or(config.root.clone());
     let running = Running::start(py, &host, port, config)?;
     let listening: Vec<String> = running.addrs.iter().map(ToString::to_string).collect();
@@ -164,20 +186,31 @@ impl Server {
     #[new]
     #[pyo3(signature = (
         port=0, root=PathBuf::from("."), *, host="127.0.0.1".to_owned(), max_connections=10_000,
-        request_timeout=1.0, send_timeout=10.0,
+        request_timeout=1.0, send_timeout=10.0, threads=0, file_cache=1.0,
     ), text_signature = "(port=0, root='.', *, host='127.0.0.1', max_connections=10000, \
-        request_timeout=1.0, send_timeout=10.0)")]
+        request_timeout=1.0, send_timeout=10.0, threads=0, file_cache=1.0)")]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         port: i64,
         root: PathBuf,
         host: String,
-        max_connections: usize,
+        max_connections: i64,
         request_timeout: f64,
         send_timeout: f64,
+        threads: i64,
+        file_cache: f64,
     ) -> PyResult<Self> {
         let port = args::local_port(py, port)?;
-        let config = config(py, root, max_connections, request_timeout, send_timeout)?;
+        let config = config(
+            py,
+            root,
+            max_connections,
+            request_timeout,
+            send_timeout,
+            threads,
+            file_cache,
+        )?;
         let running = Running::start(py, &host, port, config)?;
         Ok(Server {
             addrs: running.addrs.clone(),

@@ -49,6 +49,13 @@ int main(void) {
     CHECK_STATUS(filefetch_server_options_set_address(NULL, "127.0.0.1"), INVALID);
     CHECK_STATUS(filefetch_server_options_set_address(server_options, NULL), INVALID);
     CHECK_STATUS(filefetch_server_options_set_port(NULL, 0), INVALID);
+    CHECK_STATUS(filefetch_server_options_set_max_connections(NULL, 10), INVALID);
+    CHECK(strstr(filefetch_last_error(), "options") != NULL);
+    CHECK_STATUS(filefetch_server_options_set_request_timeout_ms(NULL, 1000), INVALID);
+    CHECK_STATUS(filefetch_server_options_set_send_timeout_ms(NULL, 1000), INVALID);
+    CHECK_STATUS(filefetch_server_options_set_grace_period_ms(NULL, 1000), INVALID);
+    CHECK_STATUS(filefetch_server_options_set_threads(NULL, 1), INVALID);
+    CHECK_STATUS(filefetch_server_options_set_file_cache_ms(NULL, 1000), INVALID);
 
     /* Fetching: each argument NULL in turn; the out-parameters stay as they were. */
     uint64_t size = 777;

@@ -1,6 +1,7 @@
 /*
  * filefetch_serve, the blocking server: a child process serves a directory on a free
- * loopback port until it is killed, and the parent fetches from it.
+ * loopback port until it is killed, and the parent fetches from it. The child sets every
+ * tuning option, the open-file cache off among them, which the parent sees.
  */
 #include "check.h"
 
@@ -53,7 +54,13 @@ int main(void) {
         if (filefetch_server_options_new(&options) != FILEFETCH_STATUS_OK ||
             filefetch_server_options_set_root(options, root) != FILEFETCH_STATUS_OK ||
             filefetch_server_options_set_address(options, "127.0.0.1") != FILEFETCH_STATUS_OK ||
-            filefetch_server_options_set_port(options, port) != FILEFETCH_STATUS_OK) {
+            filefetch_server_options_set_port(options, port) != FILEFETCH_STATUS_OK ||
+            filefetch_server_options_set_max_connections(options, 16) != FILEFETCH_STATUS_OK ||
+            filefetch_server_options_set_request_timeout_ms(options, 5000) != FILEFETCH_STATUS_OK ||
+            filefetch_server_options_set_send_timeout_ms(options, 5000) != FILEFETCH_STATUS_OK ||
+            filefetch_server_options_set_grace_period_ms(options, 0) != FILEFETCH_STATUS_OK ||
+            filefetch_server_options_set_threads(options, 1) != FILEFETCH_STATUS_OK ||
+            filefetch_server_options_set_file_cache_ms(options, 0) != FILEFETCH_STATUS_OK) {
             _exit(2);
         }
         filefetch_status status = filefetch_serve(options);
@@ -87,6 +94,22 @@ int main(void) {
     }
     CHECK_STATUS(filefetch_fetch_bytes("127.0.0.1", port, "other.txt", options, &data, &len),
                  FILEFETCH_STATUS_NOT_FOUND);
+
+    /* With the open-file cache off, a name renamed away is gone at once. */
+    char moved[1024];
+    join_path(moved, sizeof moved, root, "moved.txt");
+    CHECK(rename(path, moved) == 0);
+    status = filefetch_fetch_bytes("127.0.0.1", port, "served.txt", options, &data, &len);
+    CHECK_STATUS(status, FILEFETCH_STATUS_NOT_FOUND);
+    if (status == FILEFETCH_STATUS_OK) {
+        filefetch_bytes_free(data);
+    }
+    status = filefetch_fetch_bytes("127.0.0.1", port, "moved.txt", options, &data, &len);
+    CHECK_STATUS(status, FILEFETCH_STATUS_OK);
+    if (status == FILEFETCH_STATUS_OK) {
+        CHECK(len == strlen(CONTENT) && memcmp(data, CONTENT, len) == 0);
+        filefetch_bytes_free(data);
+    }
 
     /* The server is still serving: filefetch_serve never returned. */
     CHECK(child > 0 && waitpid(child, NULL, WNOHANG) == 0);

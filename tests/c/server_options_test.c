@@ -1,0 +1,359 @@
+/*
+ * The server's tuning options: the setters' checks, and servers started with them: worker
+ * threads, the connection limit with the request deadline, the open-file cache (a file
+ * rewritten in place, a name renamed away), the grace period of a graceful shutdown.
+ */
+#include "check.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+
+#define OK FILEFETCH_STATUS_OK
+#define INVALID FILEFETCH_STATUS_INVALID_ARGUMENT
+
+/* Larger than the socket buffers on both sides, so a client that stops reading stalls it. */
+#define STALLED_SIZE (16 * 1024 * 1024)
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void pause_briefly(void) {
+    struct timespec ts = {0, 20 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+}
+
+/* Starts a server on 127.0.0.1, any free port, serving `root` with `options` (which get the
+ * root, address and port set here); NULL if it does not start. */
+static filefetch_server *start(filefetch_server_options *options, const char *root,
+                               uint16_t *port) {
+    filefetch_server *server = NULL;
+    CHECK_STATUS(filefetch_server_options_set_root(options, root), OK);
+    CHECK_STATUS(filefetch_server_options_set_address(options, "127.0.0.1"), OK);
+    CHECK_STATUS(filefetch_server_options_set_port(options, 0), OK);
+    CHECK_STATUS(filefetch_server_start(options, &server), OK);
+    *port = 0;
+    if (server != NULL) {
+        CHECK_STATUS(filefetch_server_port(server, port), OK);
+    }
+    return server;
+}
+
+/* True when fetching `name` succeeds and gives exactly `expected`. */
+static int fetch_is(uint16_t port, const char *name, const filefetch_fetch_options *options,
+                    const char *expected) {
+    uint8_t *data = NULL;
+    size_t len = 0;
+    filefetch_status status = filefetch_fetch_bytes("127.0.0.1", port, name, options, &data, &len);
+    if (status != OK) {
+        fprintf(stderr, "fetching %s: %s: %s\n", name, filefetch_strerror(status),
+                filefetch_last_error());
+        return 0;
+    }
+    int same = len == strlen(expected) && memcmp(data, expected, len) == 0;
+    filefetch_bytes_free(data);
+    return same;
+}
+
+static filefetch_status fetch_status(uint16_t port, const char *name,
+                                     const filefetch_fetch_options *options) {
+    uint8_t *data = NULL;
+    size_t len = 0;
+    filefetch_status status = filefetch_fetch_bytes("127.0.0.1", port, name, options, &data, &len);
+    if (status == OK) {
+        filefetch_bytes_free(data);
+    }
+    return status;
+}
+
+/* Threads of this process named as the server names its own ("filefetch-server", cut to the
+ * 15 bytes of a thread name); -1 where /proc cannot tell. */
+static int server_threads(void) {
+    DIR *dir = opendir("/proc/self/task");
+    if (dir == NULL) {
+        return -1;
+    }
+    int count = 0;
+    struct dirent *entry;
+    while ((entry = readdir(dir)) != NULL) {
+        char path[512], comm[64] = "";
+        if (entry->d_name[0] == '.') {
+            continue;
+        }
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", entry->d_name);
+        FILE *f = fopen(path, "r");
+        if (f == NULL) {
+            continue; /* the thread ended meanwhile */
+        }
+        if (fgets(comm, sizeof comm, f) != NULL) {
+            comm[strcspn(comm, "\n")] = '\0';
+            count += strcmp(comm, "filefetch-serve") == 0;
+        }
+        fclose(f);
+    }
+    closedir(dir);
+    return count;
+}
+
+/* The server's thread count once it settles at `expected` (at most 30 s), or what it is then. */
+static int wait_server_threads(int expected) {
+    int count = server_threads();
+    for (int i = 0; count != expected && count != -1 && i < 1500; i++) {
+        pause_briefly();
+        count = server_threads();
+    }
+    return count;
+}
+
+/* A TCP connection to 127.0.0.1:port with a small receive buffer; -1 on failure. */
+static int connect_to(uint16_t port) {
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(port);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int small = 4096;
+    if (fd < 0) {
+        return -1;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Sends a FileRequest for `name` and reads the 8-byte FileResponse header; 0 on success. */
+static int request_header(int fd, const char *name) {
+    unsigned char request[5 + 64];
+    size_t len = strlen(name);
+    request[0] = 0x49;
+    request[1] = 0x7E;
+    request[2] = 1;
+    request[3] = (unsigned char)(len >> 8);
+    request[4] = (unsigned char)len;
+    memcpy(request + 5, name, len);
+    if (send(fd, request, 5 + len, 0) != (ssize_t)(5 + len)) {
+        return -1;
+    }
+    unsigned char header[8];
+    size_t got = 0;
+    while (got < sizeof header) {
+        ssize_t n = recv(fd, header + got, sizeof header - got, 0);
+        if (n <= 0) {
+            return -1;
+        }
+        got += (size_t)n;
+    }
+    return header[3] == 1 ? 0 : -1;
+}
+
+static void check_setters(void) {
+    filefetch_server_options *options = NULL;
+    CHECK_STATUS(filefetch_server_options_new(&options), OK);
+
+    CHECK_STATUS(filefetch_server_options_set_max_connections(options, 1), OK);
+    CHECK_STATUS(filefetch_server_options_set_max_connections(options, SIZE_MAX), OK);
+    CHECK_STATUS(filefetch_server_options_set_max_connections(options, 0), INVALID);
+    CHECK(strstr(filefetch_last_error(), "max_connections") != NULL);
+
+    CHECK_STATUS(filefetch_server_options_set_request_timeout_ms(options, 1), OK);
+    CHECK_STATUS(filefetch_server_options_set_request_timeout_ms(options, UINT32_MAX), OK);
+    CHECK_STATUS(filefetch_server_options_set_request_timeout_ms(options, 0), INVALID);
+    CHECK(strstr(filefetch_last_error(), "timeout_ms") != NULL);
+
+    CHECK_STATUS(filefetch_server_options_set_send_timeout_ms(options, 1), OK);
+    CHECK_STATUS(filefetch_server_options_set_send_timeout_ms(options, UINT32_MAX), OK);
+    CHECK_STATUS(filefetch_server_options_set_send_timeout_ms(options, 0), INVALID);
+    CHECK(strstr(filefetch_last_error(), "timeout_ms") != NULL);
+
+    /* For these, 0 means something: cut at once, one thread per core, no open-file cache. */
+    CHECK_STATUS(filefetch_server_options_set_grace_period_ms(options, 0), OK);
+    CHECK_STATUS(filefetch_server_options_set_grace_period_ms(options, UINT32_MAX), OK);
+    CHECK_STATUS(filefetch_server_options_set_threads(options, 0), OK);
+    CHECK_STATUS(filefetch_server_options_set_threads(options, 64), OK);
+    CHECK_STATUS(filefetch_server_options_set_file_cache_ms(options, 0), OK);
+    CHECK_STATUS(filefetch_server_options_set_file_cache_ms(options, UINT32_MAX), OK);
+
+    filefetch_server_options_free(options);
+}
+
+/* A file rewritten in place (same inode) between fetches is served as it is now, and a name
+ * renamed away is served from the file kept open only while the cache keeps it. */
+static void check_file_cache(const char *root, const filefetch_fetch_options *fetch_options,
+                             int set_cache, uint32_t cache_ms) {
+    static const char *const versions[] = {"first version\n", "second, longer version\n",
+                                           "third, longer  version\n", "4th\n", ""};
+    char path[1024], moved[1024];
+    join_path(path, sizeof path, root, "changing.txt");
+    join_path(moved, sizeof moved, root, "moved.txt");
+    CHECK(write_file(path, versions[0], strlen(versions[0])) == 0);
+    struct stat before;
+    CHECK(stat(path, &before) == 0);
+
+    filefetch_server_options *options = NULL;
+    CHECK_STATUS(filefetch_server_options_new(&options), OK);
+    if (set_cache) {
+        CHECK_STATUS(filefetch_server_options_set_file_cache_ms(options, cache_ms), OK);
+    }
+    uint16_t port = 0;
+    filefetch_server *server = start(options, root, &port);
+    filefetch_server_options_free(options);
+    if (server == NULL) {
+        return;
+    }
+    CHECK(fetch_is(port, "changing.txt", fetch_options, versions[0]));
+    for (size_t i = 1; i < sizeof versions / sizeof versions[0]; i++) {
+        /* "wb" truncates and rewrites the same file. */
+        CHECK(write_file(path, versions[i], strlen(versions[i])) == 0);
+        struct stat after;
+        CHECK(stat(path, &after) == 0 && after.st_ino == before.st_ino);
+        CHECK(fetch_is(port, "changing.txt", fetch_options, versions[i]));
+    }
+
+    CHECK(write_file(path, versions[0], strlen(versions[0])) == 0);
+    CHECK(fetch_is(port, "changing.txt", fetch_options, versions[0]));
+    CHECK(rename(path, moved) == 0);
+    if (set_cache && cache_ms == 0) {
+        CHECK_STATUS(fetch_status(port, "changing.txt", fetch_options), FILEFETCH_STATUS_NOT_FOUND);
+    } else if (set_cache && cache_ms >= 60000) {
+        CHECK(fetch_is(port, "changing.txt", fetch_options, versions[0]));
+    }
+    CHECK(fetch_is(port, "moved.txt", fetch_options, versions[0]));
+
+    CHECK_STATUS(filefetch_server_stop(server), OK);
+    filefetch_server_free(server);
+    remove(moved);
+}
+
+/* Every option set at once; the server serves with them, with as many workers as asked. */
+static void check_all_options(const char *root, const filefetch_fetch_options *fetch_options,
+                              size_t threads) {
+    filefetch_server_options *options = NULL;
+    CHECK_STATUS(filefetch_server_options_new(&options), OK);
+    CHECK_STATUS(filefetch_server_options_set_max_connections(options, 8), OK);
+    CHECK_STATUS(filefetch_server_options_set_request_timeout_ms(options, 2000), OK);
+    CHECK_STATUS(filefetch_server_options_set_send_timeout_ms(options, 5000), OK);
+    CHECK_STATUS(filefetch_server_options_set_grace_period_ms(options, 1000), OK);
+    CHECK_STATUS(filefetch_server_options_set_threads(options, threads), OK);
+    CHECK_STATUS(filefetch_server_options_set_file_cache_ms(options, 0), OK);
+    uint16_t port = 0;
+    filefetch_server *server = start(options, root, &port);
+    filefetch_server_options_free(options);
+    if (server == NULL) {
+        return;
+    }
+    for (int i = 0; i < 10; i++) {
+        CHECK(fetch_is(port, "hello.txt", fetch_options, "hello, world\n"));
+    }
+    /* Its worker threads and the thread that runs them. */
+    int count = wait_server_threads((int)threads + 1);
+    CHECK(count == -1 || count == (int)threads + 1);
+    CHECK_STATUS(filefetch_server_shutdown(server), OK);
+    filefetch_server_free(server);
+}
+
+/* With one connection allowed and a request deadline of a minute, a client that sends
+ * nothing holds the only slot: the next client gets no answer (with the 1 s default deadline
+ * it would be served within its 1.5 s timeout). Once the silent client goes, it is served. */
+static void check_limit_and_deadline(const char *root) {
+    filefetch_server_options *options = NULL;
+    CHECK_STATUS(filefetch_server_options_new(&options), OK);
+    CHECK_STATUS(filefetch_server_options_set_max_connections(options, 1), OK);
+    CHECK_STATUS(filefetch_server_options_set_request_timeout_ms(options, 60000), OK);
+    uint16_t port = 0;
+    filefetch_server *server = start(options, root, &port);
+    filefetch_server_options_free(options);
+    if (server == NULL) {
+        return;
+    }
+    filefetch_fetch_options *fetch_options = NULL;
+    CHECK_STATUS(filefetch_fetch_options_new(&fetch_options), OK);
+    int silent = connect_to(port);
+    CHECK(silent >= 0);
+    CHECK_STATUS(filefetch_fetch_options_set_timeout_ms(fetch_options, 1500), OK);
+    CHECK_STATUS(fetch_status(port, "hello.txt", fetch_options), FILEFETCH_STATUS_TIMEOUT);
+    if (silent >= 0) {
+        close(silent);
+    }
+    CHECK_STATUS(filefetch_fetch_options_set_timeout_ms(fetch_options, 30000), OK);
+    CHECK(fetch_is(port, "hello.txt", fetch_options, "hello, world\n"));
+    filefetch_fetch_options_free(fetch_options);
+    CHECK_STATUS(filefetch_server_stop(server), OK);
+    filefetch_server_free(server);
+}
+
+/* A transfer stalled by a client that stops reading (and a send timeout of a minute) ends a
+ * graceful shutdown after the grace period: well before the 10 s default. */
+static void check_grace_period(const char *root) {
+    char path[1024];
+    join_path(path, sizeof path, root, "stalled.bin");
+    unsigned char *big = calloc(1, STALLED_SIZE);
+    CHECK(big != NULL);
+    if (big == NULL) {
+        return;
+    }
+    CHECK(write_file(path, big, STALLED_SIZE) == 0);
+    free(big);
+
+    filefetch_server_options *options = NULL;
+    CHECK_STATUS(filefetch_server_options_new(&options), OK);
+    CHECK_STATUS(filefetch_server_options_set_send_timeout_ms(options, 60000), OK);
+    CHECK_STATUS(filefetch_server_options_set_grace_period_ms(options, 200), OK);
+    uint16_t port = 0;
+    filefetch_server *server = start(options, root, &port);
+    filefetch_server_options_free(options);
+    if (server == NULL) {
+        return;
+    }
+    int client = connect_to(port);
+    CHECK(client >= 0);
+    if (client >= 0) {
+        struct timeval wait = {30, 0};
+        setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
+        CHECK(request_header(client, "stalled.bin") == 0);
+    }
+    double started = now_seconds();
+    CHECK_STATUS(filefetch_server_shutdown(server), OK);
+    double took = now_seconds() - started;
+    CHECK(took < 5.0);
+    if (took >= 5.0) {
+        fprintf(stderr, "graceful shutdown took %.2f s\n", took);
+    }
+    filefetch_server_free(server);
+    if (client >= 0) {
+        close(client);
+    }
+    remove(path);
+}
+
+int main(void) {
+    char root[512], path[1024];
+    CHECK(make_temp_dir(root, sizeof root) == 0);
+    join_path(path, sizeof path, root, "hello.txt");
+    CHECK(write_file(path, "hello, world\n", 13) == 0);
+    filefetch_fetch_options *fetch_options = NULL;
+    CHECK_STATUS(filefetch_fetch_options_new(&fetch_options), OK);
+    /* Generous: the programs also run under valgrind. */
+    CHECK_STATUS(filefetch_fetch_options_set_timeout_ms(fetch_options, 30000), OK);
+
+    check_setters();
+    check_file_cache(root, fetch_options, 0, 0);     /* the default: 1 s */
+    check_file_cache(root, fetch_options, 1, 0);     /* off */
+    check_file_cache(root, fetch_options, 1, 60000); /* a minute */
+    check_all_options(root, fetch_options, 1);
+    check_all_options(root, fetch_options, 3);
+    check_limit_and_deadline(root);
+    check_grace_period(root);
+
+    filefetch_fetch_options_free(fetch_options);
+    remove_tree(root);
+    return report("server_options_test");
+}

@@ -122,7 +122,7 @@ impl FileCache {
                 Some(stamp) => {
                     let response = match kept {
                         Some((at, response)) if at == stamp => Some(response),
-                        _ => self.keep_response(name, &file, stamp),
+                        outdated => self.keep_response(name, &file, stamp, outdated.is_some()),
                     };
                     return Ok(Found {
                         file,
@@ -186,9 +186,15 @@ impl FileCache {
     }
 
     /// Reads the whole response of a file that has settled (see [`SETTLED`]) and keeps it
-    /// with its entry, in place of any response read before, if the memory budget allows.
-    /// `None` when there is none to send (the entry then holds none either).
-    fn keep_response(&self, name: &str, file: &Arc<File>, stamp: Stamp) -> Option<Arc<[u8]>> {
+    /// with its entry, in place of the outdated one it may hold (`outdated`), if the memory
+    /// budget allows. `None` when there is none to send (the entry then holds none either).
+    fn keep_response(
+        &self,
+        name: &str,
+        file: &Arc<File>,
+        stamp: Stamp,
+        outdated: bool,
+    ) -> Option<Arc<[u8]>> {
         let len = usize::try_from(stamp.len).unwrap_or(usize::MAX);
         let wanted = stamp.len <= MAX_CACHED_SIZE
             && stamp.settled(SystemTime::now(), self.settled)
@@ -198,6 +204,11 @@ impl FileCache {
         } else {
             None
         };
+        if response.is_none() && !outdated {
+            // Nothing to keep and nothing to drop: spare the lock (a file changing often is
+            // asked for here at every request).
+            return None;
+        }
         let mut state = self.lock();
         let budget = RESPONSE_BUDGET.saturating_sub(state.response_bytes);
         let Some(entry) = state.entries.get_mut(name) else {

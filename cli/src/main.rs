@@ -20,6 +20,7 @@ mod args;
 mod exit;
 mod fetch;
 mod logbuf;
+mod logline;
 mod serve;
 mod signals;
 

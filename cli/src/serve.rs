@@ -13,6 +13,7 @@ use tracing_subscriber::EnvFilter;
 use crate::args::ServeArgs;
 use crate::exit::{Exit, Failure};
 use crate::logbuf::LogBuf;
+use crate::logline::LineFormat;
 use crate::signals::Interrupt;
 
 /// How often the signal watchers look at the signal count.
@@ -74,6 +75,7 @@ fn init_logging() -> LogBuf {
         .with_env_filter(filter)
         .with_writer(log.clone())
         .with_ansi(io::stdout().is_terminal())
+        .event_format(LineFormat::default())
         .init();
     log
 }

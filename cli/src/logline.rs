@@ -1,0 +1,252 @@
+//! The log line format of `serve`: the same text as `tracing_subscriber`'s default ("full")
+//! format without colours, written with less work, since the server writes one line per
+//! connection.
+//!
+//! The date and time down to the second are formatted once per second per thread rather than
+//! for every line, and the level and target go out as plain strings instead of through the
+//! styling machinery that colours them on a terminal. Fields are formatted by the subscriber's
+//! own field formatter, exactly as the default format does. Lines inside a span, and every
+//! line when colours are on, are handed to the default format.
+
+use std::cell::Cell;
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::{Format, Full, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// `YYYY-MM-DDTHH:MM:SS`.
+const SECONDS_LEN: usize = 19;
+
+/// The default format's text, produced with fewer steps (see the module documentation).
+#[derive(Debug, Default)]
+pub struct LineFormat {
+    full: Format<Full>,
+}
+
+impl<S, N> FormatEvent<S, N> for LineFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        if writer.has_ansi_escapes() || ctx.event_scope().is_some() {
+            return self.full.format_event(ctx, writer, event);
+        }
+        write_timestamp(&mut writer, SystemTime::now())?;
+        let meta = event.metadata();
+        writer.write_str(level(meta.level()))?;
+        writer.write_str(meta.target())?;
+        writer.write_str(": ")?;
+        ctx.format_fields(writer.by_ref(), event)?;
+        writer.write_char('\n')
+    }
+}
+
+/// The level as the default format pads it, between the spaces around it.
+fn level(level: &Level) -> &'static str {
+    match *level {
+        Level::TRACE => " TRACE ",
+        Level::DEBUG => " DEBUG ",
+        Level::INFO => "  INFO ",
+        Level::WARN => "  WARN ",
+        Level::ERROR => " ERROR ",
+    }
+}
+
+thread_local! {
+    /// The second last formatted on this thread, and its text.
+    static LAST_SECOND: Cell<(u64, [u8; SECONDS_LEN])> = const { Cell::new((u64::MAX, [0; SECONDS_LEN])) };
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` in UTC, as the default format writes it.
+fn write_timestamp(w: &mut impl fmt::Write, now: SystemTime) -> fmt::Result {
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let text = LAST_SECOND.with(|last| {
+        let (cached, text) = last.get();
+        if cached == secs {
+            return text;
+        }
+        let text = format_seconds(secs);
+        last.set((secs, text));
+        text
+    });
+    // Only ASCII digits and separators were written.
+    w.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)?;
+    write!(w, ".{:06}Z", since.subsec_micros())
+}
+
+/// The date and time of `secs` after the Unix epoch, to the second.
+fn format_seconds(secs: u64) -> [u8; SECONDS_LEN] {
+    let (year, month, day) = civil_from_days(secs / 86_400);
+    let rest = secs % 86_400;
+    let mut out = [0u8; SECONDS_LEN];
+    let mut put = |at: usize, value: u64, digits: usize| {
+        let mut v = value;
+        for i in (0..digits).rev() {
+            out[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, year, 4);
+    put(5, month, 2);
+    put(8, day, 2);
+    put(11, rest / 3600, 2);
+    put(14, rest / 60 % 60, 2);
+    put(17, rest % 60, 2);
+    for (at, sep) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')] {
+        out[at] = sep;
+    }
+    out
+}
+
+/// Year, month and day of the proleptic Gregorian calendar for a count of days since
+/// 1970-01-01 (Howard Hinnant's `civil_from_days`, for non-negative days).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    fn stamp(secs: u64, micros: u32) -> String {
+        let mut s = String::new();
+        let at = UNIX_EPOCH + Duration::new(secs, micros * 1000);
+        write_timestamp(&mut s, at).unwrap();
+        s
+    }
+
+    #[test]
+    fn timestamps_are_utc_with_microseconds() {
+        assert_eq!(stamp(0, 0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(stamp(951_782_399, 999_999), "2000-02-28T23:59:59.999999Z");
+        assert_eq!(stamp(951_782_400, 1), "2000-02-29T00:00:00.000001Z");
+        assert_eq!(stamp(1_709_251_199, 0), "2024-02-29T23:59:59.000000Z");
+        assert_eq!(stamp(4_102_444_800, 42), "2100-01-01T00:00:00.000042Z");
+        assert_eq!(stamp(1_795_641_911, 585_447), "2026-11-25T21:25:11.585447Z");
+        // The cached second is replaced when the second changes, also going backwards.
+        assert_eq!(stamp(1_795_641_910, 0), "2026-11-25T21:25:10.000000Z");
+    }
+
+    #[test]
+    fn every_day_of_four_centuries_follows_the_one_before() {
+        let (mut y, mut m, mut d) = civil_from_days(0);
+        assert_eq!((y, m, d), (1970, 1, 1));
+        for days in 1..146_097 {
+            let leap = |y: u64| y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+            let month_len = match m {
+                2 if leap(y) => 29,
+                2 => 28,
+                4 | 6 | 9 | 11 => 30,
+                _ => 31,
+            };
+            (y, m, d) = if d < month_len {
+                (y, m, d + 1)
+            } else if m < 12 {
+                (y, m + 1, 1)
+            } else {
+                (y + 1, 1, 1)
+            };
+            assert_eq!(civil_from_days(days), (y, m, d), "day {days}");
+        }
+    }
+
+    /// Collects what a subscriber writes.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The kinds of line the server logs, and a few it does not.
+    fn log_some_lines() {
+        let peer: std::net::SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let name = "dir/a \"quoted\"\tname\u{7}";
+        tracing::info!(peer = %peer, name = ?name, status = %"1", bytes = 1024u64, ms = format_args!("{:.1}", 0.25), "sent");
+        tracing::warn!(peer = %peer, name = ?"-", status = %"-", bytes = 0u64, ms = format_args!("{:.1}", 1000.0), "request did not arrive in time; closed without a response");
+        let e = io::Error::other("too many open files");
+        tracing::warn!(error = %e, "accept failed; retrying");
+        tracing::error!(
+            r#type = "raw",
+            flag = true,
+            n = -3i64,
+            x = 1.5f64,
+            "odd {} fields",
+            3
+        );
+        tracing::debug!("filtered out");
+        let span = tracing::info_span!("inside", id = 7);
+        let _entered = span.enter();
+        tracing::info!(k = "v", "in a span");
+    }
+
+    fn render<F>(format: F) -> String
+    where
+        F: FormatEvent<
+                tracing_subscriber::Registry,
+                tracing_subscriber::fmt::format::DefaultFields,
+            > + Send
+            + Sync
+            + 'static,
+    {
+        let out = Capture::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(Level::INFO)
+            .with_writer(move || writer.clone())
+            .event_format(format)
+            .finish();
+        tracing::subscriber::with_default(subscriber, log_some_lines);
+        let text = out.0.lock().unwrap().clone();
+        String::from_utf8(text).unwrap()
+    }
+
+    /// Each line without its timestamp, which differs between two renderings.
+    fn without_times(text: &str) -> Vec<String> {
+        text.lines()
+            .map(|line| {
+                let (time, rest) = line.split_at(27);
+                assert!(time.ends_with('Z'), "{line}");
+                rest.to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lines_match_the_default_format() {
+        let ours = render(LineFormat::default());
+        let default = render(Format::<Full>::default());
+        assert_eq!(ours.lines().count(), 5, "{ours}");
+        assert_eq!(without_times(&ours), without_times(&default));
+        assert!(ours.contains("  INFO filefetch::logline::tests: sent peer=127.0.0.1:40000 "));
+    }
+}

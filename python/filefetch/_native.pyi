@@ -31,6 +31,7 @@ def serve(
     max_connections: int = 10000,
     request_timeout: float = 1.0,
     send_timeout: float = 10.0,
+    grace_period: float = 10.0,
     threads: int = 0,
     file_cache: float = 1.0,
 ) -> None: ...
@@ -46,6 +47,7 @@ class Server:
         max_connections: int = 10000,
         request_timeout: float = 1.0,
         send_timeout: float = 10.0,
+        grace_period: float = 10.0,
         threads: int = 0,
         file_cache: float = 1.0,
     ) -> Self: ...
@@ -56,6 +58,7 @@ class Server:
     @property
     def closed(self) -> bool: ...
     def close(self) -> None: ...
+    def shutdown(self) -> None: ...
     def serve_forever(self) -> None: ...
     def __enter__(self) -> Self: ...
     def __exit__(

@@ -27,23 +27,30 @@ impl<S: Subscriber> Layer<S> for ToPythonLogging {
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
         let mut fields = Fields::default();
         event.record(&mut fields);
-        let level: u8 = match *event.metadata().level() {
-            Level::ERROR => 40,
-            Level::WARN => 30,
-            Level::INFO => 20,
-            Level::DEBUG => 10,
-            Level::TRACE => 5,
-        };
-        let logger = event.metadata().target().replace("::", ".");
+        let metadata = event.metadata();
         let message = fields.render();
-        // Not during interpreter shutdown: a record then is not worth a hang.
-        let _ = Python::try_attach(|py| -> PyResult<()> {
-            py.import("logging")?
-                .call_method1("getLogger", (logger,))?
-                .call_method1("log", (level, message))?;
-            Ok(())
-        });
+        // Not during interpreter shutdown: a record then is not worth a hang. An exception
+        // cannot go further than here; code that must not lose one calls `to_python` itself.
+        let _ =
+            Python::try_attach(|py| to_python(py, metadata.target(), *metadata.level(), &message));
     }
+}
+
+/// Logs `message` as an event of `target` (`filefetch::server`) at `level` would be: on the
+/// logger `filefetch.server`, at the matching level. What the logging call raises (such as
+/// KeyboardInterrupt, when Ctrl-C lands while the main thread writes the record) is returned.
+pub(crate) fn to_python(py: Python<'_>, target: &str, level: Level, message: &str) -> PyResult<()> {
+    let level: u8 = match level {
+        Level::ERROR => 40,
+        Level::WARN => 30,
+        Level::INFO => 20,
+        Level::DEBUG => 10,
+        Level::TRACE => 5,
+    };
+    py.import("logging")?
+        .call_method1("getLogger", (target.replace("::", "."),))?
+        .call_method1("log", (level, message))?;
+    Ok(())
 }
 
 /// An event's fields, in order, as text.

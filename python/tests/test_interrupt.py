@@ -1,4 +1,5 @@
-"""Ctrl-C stops serve() and fetch() at once; an exception in a progress callback aborts."""
+"""Ctrl-C stops fetch() at once, and serve() too when no transfer is in flight (with one,
+see test_shutdown.py); an exception in a progress callback aborts."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The server's tuning keywords reach the server: worker threads, the open-file cache, and the
-checks on their values."""
+checks on their values (the grace period's effect is tested in test_shutdown.py)."""
 
 from __future__ import annotations
 
@@ -133,6 +133,12 @@ def test_serve_takes_the_new_keywords(spawn: Spawn, files: Path, threads: int) -
         ("file_cache", math.inf),
         ("file_cache", -math.inf),
         ("file_cache", 1e300),
+        ("grace_period", -1.0),
+        ("grace_period", -0.001),
+        ("grace_period", math.nan),
+        ("grace_period", math.inf),
+        ("grace_period", -math.inf),
+        ("grace_period", 1e300),
         ("threads", -1),
         ("max_connections", 0),
         ("max_connections", -1),

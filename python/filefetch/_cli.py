@@ -45,11 +45,23 @@ def _log_to_stdout() -> None:
     logger.propagate = False
 
 
-def run_server(port: int, root: str = ".", host: str = "0.0.0.0") -> int:
-    """Serve `root` on `host`:`port` until Ctrl-C, logging each connection."""
+def _grace(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid grace period: {text!r} (seconds, 0 or more)")
+    return seconds
+
+
+def run_server(port: int, root: str = ".", host: str = "0.0.0.0", grace: float = 10.0) -> int:
+    """Serve `root` on `host`:`port` until Ctrl-C, logging each connection. The first Ctrl-C
+    stops accepting and gives transfers in flight `grace` seconds to finish; a second one
+    stops at once."""
     _log_to_stdout()
     try:
-        server = Server(port, root, host=host)
+        server = Server(port, root, host=host, grace_period=grace)
     except Error as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -61,7 +73,16 @@ def run_server(port: int, root: str = ".", host: str = "0.0.0.0") -> int:
                 f"serving {os.path.abspath(root)}",
                 flush=True,
             )
-            server.serve_forever()
+            try:
+                server.serve_forever()
+            except KeyboardInterrupt:
+                print(
+                    f"Stopping: transfers in flight have {grace:g} s to finish "
+                    "(Ctrl-C again to stop at once)",
+                    flush=True,
+                )
+                server.shutdown()
+                raise
     except KeyboardInterrupt:
         print("Interrupted, server stopped", flush=True)
     return 0
@@ -129,6 +150,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     serve.add_argument("port", type=_port, help="port to listen on (0 picks a free one)")
     serve.add_argument("--root", default=".", help="directory to serve (default: .)")
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
+    serve.add_argument(
+        "--grace",
+        type=_grace,
+        default=10.0,
+        help="seconds transfers in flight may take to finish after Ctrl-C (default: 10)",
+    )
 
     get = commands.add_parser("fetch", help="fetch one file")
     get.add_argument("host", help="server name or address")
@@ -142,7 +169,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "serve":
-        return run_server(args.port, args.root, args.host)
+        return run_server(args.port, args.root, args.host, args.grace)
     return run_client(
         args.host, args.port, args.name, args.output, args.overwrite, args.timeout
     )

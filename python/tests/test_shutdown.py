@@ -351,3 +351,51 @@ def test_serve_exception_while_logging_its_first_line_is_not_lost(files: Path) -
     match = re.search(r"127\.0\.0\.1:(\d+)$", handler.messages[0])
     assert match, handler.messages
     assert refuses(int(match.group(1)))
+
+
+def start_command(spawn: Spawn, files: Path, grace: float) -> tuple[Process, int]:
+    """``python -m filefetch serve`` in a subprocess; returns it and its port."""
+    args = ["-m", "filefetch", "serve", "0", "--root", str(files), "--host", "127.0.0.1"]
+    proc = spawn(python(*args, "--grace", str(grace)), cwd=files)
+    line = proc.wait_for(lambda l: l.startswith("Waiting for connection"))
+    assert line is not None, proc.seen
+    match = re.search(r"127\.0\.0\.1:(\d+),", line)
+    assert match, line
+    return proc, int(match.group(1))
+
+
+def test_command_first_ctrl_c_lets_the_transfer_finish(
+    spawn: Spawn, files: Path, big: bytes, slow_client: StartClient
+) -> None:
+    proc, port = start_command(spawn, files, LONG)
+    client = slow_client(port, "big.bin")
+    proc.interrupt()
+    wait_until_refused(port)
+    stopping = proc.wait_for(lambda l: l.startswith("Stopping: "))
+    assert stopping is not None and "have 3600 s to finish" in stopping, proc.seen
+    assert proc.proc.poll() is None, proc.seen
+    assert client.read_rest() == big
+    assert proc.wait_for(lambda l: l == "Interrupted, server stopped") is not None, proc.seen
+    assert proc.finish() == 0
+
+
+def test_command_second_ctrl_c_stops_at_once(
+    spawn: Spawn, files: Path, big: bytes, slow_client: StartClient
+) -> None:
+    proc, port = start_command(spawn, files, LONG)
+    client = slow_client(port, "big.bin")
+    proc.interrupt()
+    wait_until_refused(port)
+    assert proc.proc.poll() is None, proc.seen
+    proc.interrupt()
+    assert proc.wait_for(lambda l: l == "Interrupted, server stopped") is not None, proc.seen
+    assert proc.finish() == 0
+    assert_cut(client.read_rest(), big)
+
+
+@pytest.mark.parametrize("grace", ["-1", "nan", "inf", "soon"])
+def test_command_rejects_a_bad_grace_period(spawn: Spawn, files: Path, grace: str) -> None:
+    args = ["-m", "filefetch", "serve", "0", "--root", str(files), "--host", "127.0.0.1"]
+    proc = spawn(python(*args, "--grace", grace), cwd=files)
+    assert proc.finish() == 2, proc.seen
+    assert any("invalid grace period" in l for l in proc.seen), proc.seen

@@ -14,6 +14,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Callable, Optional
@@ -278,43 +279,88 @@ def start_serve(spawn: Spawn, files: Path, grace: float) -> tuple[Process, int]:
     return proc, int(match.group(1))
 
 
-def test_serve_first_sigint_lets_the_transfer_finish(
-    spawn: Spawn, files: Path, big: bytes, slow_client: StartClient
+COMMAND = ["-m", "filefetch", "serve", "0", "--host", "127.0.0.1", "--root"]
+
+
+def start_command(spawn: Spawn, files: Path, grace: float) -> tuple[Process, int]:
+    """``python -m filefetch serve`` in a subprocess; returns it and its port."""
+    proc = spawn(python(*COMMAND, str(files), "--grace", str(grace)), cwd=files)
+    line = proc.wait_for(lambda l: l.startswith("Waiting for connection"))
+    assert line is not None, proc.seen
+    match = re.search(r"127\.0\.0\.1:(\d+),", line)
+    assert match, line
+    return proc, int(match.group(1))
+
+
+@dataclass
+class Launch:
+    """A way to run a server in a subprocess until Ctrl-C, and the lines it prints."""
+
+    start: Callable[[Spawn, Path, float], tuple[Process, int]]
+    # The line that says it stopped after one Ctrl-C, and after a second one.
+    stopped: str
+    stopped_twice: str
+    # The start of the line announcing a graceful stop, if it prints one.
+    stopping: Optional[str] = None
+
+
+LAUNCHES = {
+    "serve": Launch(start_serve, "KeyboardInterrupt", "KeyboardInterrupt during KeyboardInterrupt"),
+    "command": Launch(
+        start_command,
+        "Interrupted, server stopped",
+        "Interrupted, server stopped",
+        "Stopping: transfers in flight have 3600 s to finish",
+    ),
+}
+
+
+@pytest.fixture(params=sorted(LAUNCHES))
+def launch(request: pytest.FixtureRequest) -> Launch:
+    """serve() and the command line, each in turn."""
+    return LAUNCHES[request.param]
+
+
+def test_first_sigint_lets_the_transfer_finish(
+    spawn: Spawn, files: Path, big: bytes, slow_client: StartClient, launch: Launch
 ) -> None:
-    proc, port = start_serve(spawn, files, LONG)
+    proc, port = launch.start(spawn, files, LONG)
     client = slow_client(port, "big.bin")
     proc.interrupt()
     wait_until_refused(port)
+    if launch.stopping is not None:
+        stopping = launch.stopping
+        assert proc.wait_for(lambda l: l.startswith(stopping)) is not None, proc.seen
     # Still serving the transfer in flight, which its client has not read yet.
     assert proc.proc.poll() is None, proc.seen
     assert client.read_rest() == big
-    assert proc.wait_for(lambda l: l.startswith("KeyboardInterrupt")) == "KeyboardInterrupt"
+    assert proc.wait_for(lambda l: l == launch.stopped) is not None, proc.seen
     assert proc.finish() == 0
     assert any('"big.bin": sent' in line for line in proc.seen), proc.seen
 
 
-def test_serve_second_sigint_stops_at_once(
-    spawn: Spawn, files: Path, big: bytes, slow_client: StartClient
+def test_second_sigint_stops_at_once(
+    spawn: Spawn, files: Path, big: bytes, slow_client: StartClient, launch: Launch
 ) -> None:
-    proc, port = start_serve(spawn, files, LONG)
+    proc, port = launch.start(spawn, files, LONG)
     client = slow_client(port, "big.bin")
     proc.interrupt()
     wait_until_refused(port)
     assert proc.proc.poll() is None, proc.seen
     proc.interrupt()
-    line = proc.wait_for(lambda l: l.startswith("KeyboardInterrupt"))
-    assert line == "KeyboardInterrupt during KeyboardInterrupt", proc.seen
+    assert proc.wait_for(lambda l: l == launch.stopped_twice) is not None, proc.seen
+    assert not any(l == launch.stopped for l in proc.seen[:-1]), proc.seen
     assert proc.finish() == 0
     assert_cut(client.read_rest(), big)
 
 
-def test_serve_sigint_with_no_grace_period_stops_at_once(
-    spawn: Spawn, files: Path, big: bytes, slow_client: StartClient
+def test_sigint_with_no_grace_period_stops_at_once(
+    spawn: Spawn, files: Path, big: bytes, slow_client: StartClient, launch: Launch
 ) -> None:
-    proc, port = start_serve(spawn, files, 0)
+    proc, port = launch.start(spawn, files, 0)
     client = slow_client(port, "big.bin")
     proc.interrupt()
-    assert proc.wait_for(lambda l: l.startswith("KeyboardInterrupt")) == "KeyboardInterrupt"
+    assert proc.wait_for(lambda l: l == launch.stopped) is not None, proc.seen
     assert proc.finish() == 0
     assert_cut(client.read_rest(), big)
 
@@ -353,49 +399,8 @@ def test_serve_exception_while_logging_its_first_line_is_not_lost(files: Path) -
     assert refuses(int(match.group(1)))
 
 
-def start_command(spawn: Spawn, files: Path, grace: float) -> tuple[Process, int]:
-    """``python -m filefetch serve`` in a subprocess; returns it and its port."""
-    args = ["-m", "filefetch", "serve", "0", "--root", str(files), "--host", "127.0.0.1"]
-    proc = spawn(python(*args, "--grace", str(grace)), cwd=files)
-    line = proc.wait_for(lambda l: l.startswith("Waiting for connection"))
-    assert line is not None, proc.seen
-    match = re.search(r"127\.0\.0\.1:(\d+),", line)
-    assert match, line
-    return proc, int(match.group(1))
-
-
-def test_command_first_ctrl_c_lets_the_transfer_finish(
-    spawn: Spawn, files: Path, big: bytes, slow_client: StartClient
-) -> None:
-    proc, port = start_command(spawn, files, LONG)
-    client = slow_client(port, "big.bin")
-    proc.interrupt()
-    wait_until_refused(port)
-    stopping = proc.wait_for(lambda l: l.startswith("Stopping: "))
-    assert stopping is not None and "have 3600 s to finish" in stopping, proc.seen
-    assert proc.proc.poll() is None, proc.seen
-    assert client.read_rest() == big
-    assert proc.wait_for(lambda l: l == "Interrupted, server stopped") is not None, proc.seen
-    assert proc.finish() == 0
-
-
-def test_command_second_ctrl_c_stops_at_once(
-    spawn: Spawn, files: Path, big: bytes, slow_client: StartClient
-) -> None:
-    proc, port = start_command(spawn, files, LONG)
-    client = slow_client(port, "big.bin")
-    proc.interrupt()
-    wait_until_refused(port)
-    assert proc.proc.poll() is None, proc.seen
-    proc.interrupt()
-    assert proc.wait_for(lambda l: l == "Interrupted, server stopped") is not None, proc.seen
-    assert proc.finish() == 0
-    assert_cut(client.read_rest(), big)
-
-
 @pytest.mark.parametrize("grace", ["-1", "nan", "inf", "soon"])
 def test_command_rejects_a_bad_grace_period(spawn: Spawn, files: Path, grace: str) -> None:
-    args = ["-m", "filefetch", "serve", "0", "--root", str(files), "--host", "127.0.0.1"]
-    proc = spawn(python(*args, "--grace", grace), cwd=files)
+    proc = spawn(python(*COMMAND, str(files), "--grace", grace), cwd=files)
     assert proc.finish() == 2, proc.seen
     assert any("invalid grace period" in l for l in proc.seen), proc.seen

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import signal
 import socket
 import struct
@@ -226,6 +227,15 @@ def spawn() -> Iterator[Callable[..., Process]]:
     yield start
     for p in started:
         p.kill()
+
+
+def served_port(proc: Process) -> int:
+    """The port a ``filefetch.serve()`` subprocess announces on its "serving" log line."""
+    line = proc.wait_for(lambda l: l.startswith("filefetch.server: serving "))
+    assert line is not None, proc.seen
+    match = re.search(r"127\.0\.0\.1:(\d+)$", line)
+    assert match, line
+    return int(match.group(1))
 
 
 def python(*args: str) -> list[str]:

@@ -4,7 +4,6 @@ see test_shutdown.py); an exception in a progress callback aborts."""
 from __future__ import annotations
 
 import os
-import re
 import socket
 import threading
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Callable
 import pytest
 
 import filefetch
-from conftest import WAIT, Process, RawServer, python, read_request
+from conftest import WAIT, Process, RawServer, python, read_request, served_port
 
 Spawn = Callable[..., Process]
 StartRaw = Callable[[Callable[[socket.socket], object]], RawServer]
@@ -42,11 +41,7 @@ else:
 
 def test_serve_stops_on_sigint(spawn: Spawn, files: Path) -> None:
     proc = spawn(python("-c", SERVE, str(files)), cwd=files)
-    line = proc.wait_for(lambda l: l.startswith("filefetch.server: serving "))
-    assert line is not None, proc.seen
-    match = re.search(r"127\.0\.0\.1:(\d+)$", line)
-    assert match, line
-    port = int(match.group(1))
+    port = served_port(proc)
     assert filefetch.fetch_bytes("127.0.0.1", port, "hello.txt") == b"hello, world\n"
     # The connection is logged through the logging module.
     assert proc.wait_for(lambda l: '"hello.txt": sent' in l) is not None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any, Callable
 import pytest
 
 import filefetch
-from conftest import WAIT, Process, python
+from conftest import WAIT, Process, python, served_port
 
 Spawn = Callable[..., Process]
 
@@ -101,11 +100,7 @@ def server_threads(pid: int) -> int:
 @pytest.mark.parametrize("threads", [1, 3])
 def test_serve_takes_the_new_keywords(spawn: Spawn, files: Path, threads: int) -> None:
     proc = spawn(python("-c", SERVE, str(files), str(threads), "0"), cwd=files)
-    line = proc.wait_for(lambda l: l.startswith("filefetch.server: serving "))
-    assert line is not None, proc.seen
-    match = re.search(r"127\.0\.0\.1:(\d+)$", line)
-    assert match, line
-    port = int(match.group(1))
+    port = served_port(proc)
     assert filefetch.fetch_bytes("127.0.0.1", port, "hello.txt") == b"hello, world\n"
 
     # `threads` workers, and the thread that runs them.

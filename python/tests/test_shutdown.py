@@ -22,7 +22,7 @@ from typing import Callable, Optional
 import pytest
 
 import filefetch
-from conftest import MAGIC, WAIT, Process, python, recv_exactly
+from conftest import MAGIC, WAIT, Process, python, recv_exactly, served_port
 
 Spawn = Callable[..., Process]
 
@@ -272,11 +272,7 @@ def test_with_block_closes_at_once(files: Path, big: bytes, slow_client: StartCl
 def start_serve(spawn: Spawn, files: Path, grace: float) -> tuple[Process, int]:
     """serve() in a subprocess; returns it and the port it listens on."""
     proc = spawn(python("-c", SERVE, str(files), str(grace)), cwd=files)
-    line = proc.wait_for(lambda l: l.startswith("filefetch.server: serving "))
-    assert line is not None, proc.seen
-    match = re.search(r"127\.0\.0\.1:(\d+)$", line)
-    assert match, line
-    return proc, int(match.group(1))
+    return proc, served_port(proc)
 
 
 COMMAND = ["-m", "filefetch", "serve", "0", "--host", "127.0.0.1", "--root"]

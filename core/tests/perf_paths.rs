@@ -189,3 +189,49 @@ fn server_reads_a_request_that_arrives_in_pieces() {
         assert!(got[8..] == data[..], "cut at {cut}");
     }
 }
+
+/// Segments the client has received on `s`: (all, those carrying data).
+#[cfg(target_os = "linux")]
+fn segments_in(s: &std::net::TcpStream) -> (u32, u32) {
+    use std::os::fd::AsRawFd;
+    let mut info = std::mem::MaybeUninit::<libc::tcp_info>::zeroed();
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into the zeroed tcp_info it is given.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    // SAFETY: zero-initialised (a valid tcp_info) and filled in by getsockopt.
+    let info = unsafe { info.assume_init() };
+    (info.tcpi_segs_in, info.tcpi_data_segs_in)
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_response_acknowledges_the_request() {
+    let server = TestServer::start();
+    server.put("small.bin", &pattern(1000));
+    let req = request(b"small.bin");
+    let mut seen = Vec::new();
+    // A bare ACK still comes when the server takes longer than the delayed-ACK timer to
+    // answer (a loaded machine): one connection without it is enough.
+    for _ in 0..20 {
+        let mut s = raw(server.addr());
+        s.write_all(&req).unwrap();
+        let got = read_to_close(&mut s).expect("response");
+        assert_eq!(got.len(), 8 + 1000);
+        let (all, data) = segments_in(&s);
+        // Without data: the handshake's SYN-ACK, and nothing else.
+        if all - data == 1 {
+            return;
+        }
+        seen.push((all, data));
+    }
+    panic!("every response came after a bare ACK (segments in, with data): {seen:?}");
+}

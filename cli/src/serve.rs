@@ -105,7 +105,7 @@ fn watch_signals(interrupt: Interrupt, handle: ServerHandle, grace: Duration, lo
             // `_exit`, as the signal handler would: running destructors and exit handlers
             // while the server's threads still run could deadlock.
             let _ = log.flush_within(EXIT_FLUSH_LIMIT);
-            signal_hook::low_level::exit(Exit::Interrupted as i32);
+            crate::signals::exit_now();
         });
         eprintln!(
             "filefetch: stopping: no new connections; transfers in flight have {}s to finish \

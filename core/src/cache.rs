@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::confine::{OpenError, Resolver, Root};
 use crate::protocol::{ResponseHeader, RESPONSE_HEADER_LEN};
+use crate::sys;
 
 /// Files up to this size are kept (larger ones are opened for each request: their transfer
 /// costs far more than the open).
@@ -278,7 +279,7 @@ fn read_response(file: &File, len: usize) -> Option<Arc<[u8]>> {
     let mut got = 0;
     // One byte more than expected shows a file that grew.
     while got < len + 1 {
-        match read_at(file, &mut buf[RESPONSE_HEADER_LEN + got..], got as u64) {
+        match sys::read_at(file, &mut buf[RESPONSE_HEADER_LEN + got..], got as u64) {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -292,43 +293,17 @@ fn read_response(file: &File, len: usize) -> Option<Arc<[u8]>> {
     Some(buf.into())
 }
 
-#[cfg(unix)]
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-    std::os::unix::fs::FileExt::read_at(file, buf, offset)
-}
-
-#[cfg(not(unix))]
-fn read_at(_file: &File, _buf: &mut [u8], _offset: u64) -> std::io::Result<usize> {
-    Err(std::io::ErrorKind::Unsupported.into())
-}
-
 /// The file's size and times if it is still a regular file linked into the tree somewhere.
-#[cfg(unix)]
 fn still_linked(file: &File) -> Option<Stamp> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = file.metadata().ok()?;
-    let changed = u32::try_from(meta.ctime_nsec()).ok().and_then(|nanos| {
-        let secs = Duration::new(meta.ctime().unsigned_abs(), nanos);
-        if meta.ctime() >= 0 {
-            SystemTime::UNIX_EPOCH.checked_add(secs)
-        } else {
-            SystemTime::UNIX_EPOCH.checked_sub(secs)
-        }
-    });
-    (meta.nlink() > 0 && meta.is_file()).then(|| Stamp {
-        len: meta.len(),
-        modified: meta.modified().ok(),
-        changed,
+    let state = sys::file_state(file).ok()?;
+    (state.linked && state.regular).then_some(Stamp {
+        len: state.len,
+        modified: state.modified,
+        changed: state.changed,
     })
 }
 
-/// Without link counts, a cached file cannot be told from a deleted one: never reuse.
-#[cfg(not(unix))]
-fn still_linked(_file: &File) -> Option<Stamp> {
-    None
-}
-
-#[cfg(all(test, unix))]
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Read;
@@ -398,6 +373,9 @@ mod tests {
         assert_eq!(read_all(&found.file), b"12345");
     }
 
+    // Windows refuses a rename over a file any handle holds open (so the server never keeps
+    // files open there; see sys::CAN_REPLACE_OPEN_FILES).
+    #[cfg(unix)]
     #[test]
     fn deleted_or_replaced_files_are_noticed_at_once() {
         let (dir, root) = setup();

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::protocol::{self, ResponseHeader, RESPONSE_HEADER_LEN};
 use crate::recv;
+use crate::sys;
 
 /// The protocol's rule: every read gives up after one second without data.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -174,12 +175,12 @@ pub fn fetch_with_progress(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mut temp = tempfile::Builder::new()
-        .prefix(".filefetch-")
-        .suffix(".part")
-        .permissions(default_permissions())
-        .tempfile_in(&dir)
-        .map_err(|e| Error::io(&dir, e))?;
+    let mut temp = tempfile::Builder::new();
+    temp.prefix(".filefetch-").suffix(".part");
+    if let Some(permissions) = sys::new_file_permissions() {
+        temp.permissions(permissions);
+    }
+    let mut temp = temp.tempfile_in(&dir).map_err(|e| Error::io(&dir, e))?;
     // From here on, returning early drops `temp`, which deletes the partial file.
     let temp_path = temp.path().to_path_buf();
     recv::receive_to_file(
@@ -313,21 +314,6 @@ fn refuse_existing(dest: &Path) -> Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io(dest, e)),
     }
-}
-
-#[cfg(unix)]
-fn default_permissions() -> fs::Permissions {
-    use std::os::unix::fs::PermissionsExt;
-    // Like any newly created file: 0666 less the umask, applied by open(2).
-    fs::Permissions::from_mode(0o666)
-}
-
-#[cfg(not(unix))]
-fn default_permissions() -> fs::Permissions {
-    fs::File::open(".")
-        .and_then(|f| f.metadata())
-        .map(|m| m.permissions())
-        .unwrap_or_else(|_| fs::metadata(std::env::temp_dir()).unwrap().permissions())
 }
 
 /// One client connection with the idle-timeout and interrupt rules applied to every read.
@@ -498,14 +484,12 @@ fn connect(host: &str, port: u16, options: &FetchOptions) -> Result<TcpStream> {
 
 /// Connects while running the interrupt check every poll interval; an interruption is
 /// reported as [`io::ErrorKind::Interrupted`].
-#[cfg(unix)]
 fn connect_interruptible(
     addr: &SocketAddr,
     timeout: Duration,
     interrupted: &(dyn Fn() -> bool + Send + Sync),
 ) -> io::Result<TcpStream> {
     use socket2::{Domain, Protocol, Socket, Type};
-    use std::os::fd::AsRawFd;
 
     let socket = Socket::new(
         Domain::for_address(*addr),
@@ -515,7 +499,7 @@ fn connect_interruptible(
     socket.set_nonblocking(true)?;
     match socket.connect(&(*addr).into()) {
         Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+        Err(e) if sys::connect_in_progress(&e) => {
             let start = Instant::now();
             loop {
                 if interrupted() {
@@ -525,20 +509,7 @@ fn connect_interruptible(
                 if left.is_zero() {
                     return Err(io::ErrorKind::TimedOut.into());
                 }
-                let wait = left.min(INTERRUPT_POLL).as_millis().max(1) as libc::c_int;
-                let mut pfd = libc::pollfd {
-                    fd: socket.as_raw_fd(),
-                    events: libc::POLLOUT,
-                    revents: 0,
-                };
-                // SAFETY: `pfd` is one valid pollfd for the duration of the call.
-                let ready = unsafe { libc::poll(&mut pfd, 1, wait) };
-                if ready < 0 {
-                    let e = io::Error::last_os_error();
-                    if e.kind() != io::ErrorKind::Interrupted {
-                        return Err(e);
-                    }
-                } else if ready > 0 {
+                if sys::wait_writable(&socket, left.min(INTERRUPT_POLL))? {
                     if let Some(e) = socket.take_error()? {
                         return Err(e);
                     }
@@ -550,15 +521,6 @@ fn connect_interruptible(
     }
     socket.set_nonblocking(false)?;
     Ok(socket.into())
-}
-
-#[cfg(not(unix))]
-fn connect_interruptible(
-    addr: &SocketAddr,
-    timeout: Duration,
-    _interrupted: &(dyn Fn() -> bool + Send + Sync),
-) -> io::Result<TcpStream> {
-    TcpStream::connect_timeout(addr, nonzero(timeout))
 }
 
 fn nonzero(d: Duration) -> Duration {

@@ -2,14 +2,19 @@
 //!
 //! A name is checked as text first ([`check_name`]); then it is opened relative to the root
 //! directory's descriptor so that neither `..` nor a symbolic link can reach outside it. On
-//! Linux this is one `openat2` call with `RESOLVE_BENEATH`; elsewhere (and where `openat2` is
-//! unavailable) the path is walked one component at a time with `O_NOFOLLOW`, resolving each
-//! symbolic link by hand inside the root.
+//! Linux this is one `openat2` call with `RESOLVE_BENEATH`; on other Unix systems (and where
+//! `openat2` is unavailable) the path is walked one component at a time with `O_NOFOLLOW`,
+//! resolving each symbolic link by hand inside the root. On Windows the name must also pass
+//! the rules of Windows paths ([`check_windows_name`]), and the opened handle's final path
+//! must be the root's followed by exactly that name, which refuses links, junctions and 8.3
+//! short names.
 
 use std::fmt;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+
+use crate::sys;
 
 /// Why a requested name was refused before touching the file system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +38,11 @@ pub enum NameError {
     Backslash,
     /// The name contains a control character.
     Control,
+    /// The name means something else to Windows than a plain relative path: a drive or a
+    /// stream (`:`), a wildcard or another character Windows refuses in names, a device name
+    /// (`CON`, `nul.txt`, `COM1`...), or a component ending in a dot or a space. Refused by
+    /// servers on Windows only.
+    WindowsSpecial,
 }
 
 impl fmt::Display for NameError {
@@ -47,6 +57,9 @@ impl fmt::Display for NameError {
             NameError::Nul => "name contains a NUL byte",
             NameError::Backslash => "name contains a backslash",
             NameError::Control => "name contains a control character",
+            NameError::WindowsSpecial => {
+                "name has a drive, stream, device name or other form special to Windows"
+            }
         })
     }
 }
@@ -91,7 +104,83 @@ pub fn check_name(raw: &[u8]) -> Result<&str, NameError> {
             _ => {}
         }
     }
+    if cfg!(windows) {
+        check_windows_name(name)?;
+    }
     Ok(name)
+}
+
+/// Device names Windows resolves in any directory, whatever the extension (`nul.txt`).
+const WINDOWS_DEVICES: &[&str] = &[
+    "CON",
+    "PRN",
+    "AUX",
+    "NUL",
+    "CONIN$",
+    "CONOUT$",
+    "CLOCK$",
+    "COM0",
+    "COM1",
+    "COM2",
+    "COM3",
+    "COM4",
+    "COM5",
+    "COM6",
+    "COM7",
+    "COM8",
+    "COM9",
+    "COM\u{b9}",
+    "COM\u{b2}",
+    "COM\u{b3}",
+    "LPT0",
+    "LPT1",
+    "LPT2",
+    "LPT3",
+    "LPT4",
+    "LPT5",
+    "LPT6",
+    "LPT7",
+    "LPT8",
+    "LPT9",
+    "LPT\u{b9}",
+    "LPT\u{b2}",
+    "LPT\u{b3}",
+];
+
+/// The rules Windows adds to [`check_name`]'s, for a name that passed those: refuses
+/// whatever Windows would read as more than a relative path of plain names.
+///
+/// - `:` anywhere: a drive (`C:x`) or an alternate data stream (`a.txt:s`, `a.txt::$DATA`);
+/// - `<`, `>`, `"`, `|`, `?`, `*`: wildcards and characters Windows does not allow in names;
+/// - a device name as a component, in any case, with or without an extension or trailing
+///   spaces (`CON`, `nul.txt`, `Com1.log`, `LPT9`, `AUX`);
+/// - a component ending in `.` or a space, which Windows would strip (`secret.txt.`).
+///
+/// Backslashes, and so UNC and device paths (`\\?\`, `\\.\`), are already refused by
+/// [`check_name`], and absolute names with them. Servers on Windows apply these rules; the
+/// function is public so that any system can check a name as a Windows server would.
+///
+/// ```
+/// use filefetch::confine::{check_windows_name, NameError};
+/// assert_eq!(check_windows_name("docs/report.txt"), Ok(()));
+/// assert_eq!(check_windows_name("C:x"), Err(NameError::WindowsSpecial));
+/// assert_eq!(check_windows_name("logs/nul.txt"), Err(NameError::WindowsSpecial));
+/// ```
+pub fn check_windows_name(name: &str) -> Result<(), NameError> {
+    if name.contains([':', '<', '>', '"', '|', '?', '*']) {
+        return Err(NameError::WindowsSpecial);
+    }
+    for component in name.split('/') {
+        if component.ends_with(['.', ' ']) {
+            return Err(NameError::WindowsSpecial);
+        }
+        let stem = component.split('.').next().unwrap_or(component);
+        let stem = stem.trim_end_matches(' ');
+        if WINDOWS_DEVICES.iter().any(|d| d.eq_ignore_ascii_case(stem)) {
+            return Err(NameError::WindowsSpecial);
+        }
+    }
+    Ok(())
 }
 
 /// Why a checked name could not be opened for serving.
@@ -136,8 +225,7 @@ pub enum Resolver {
 /// The directory files are served from, held open so that every lookup starts from it.
 #[derive(Debug)]
 pub struct Root {
-    #[cfg(unix)]
-    dir: File,
+    dir: sys::RootDir,
     path: PathBuf,
 }
 
@@ -145,19 +233,10 @@ impl Root {
     /// Opens `path` as the root directory.
     pub fn new(path: impl AsRef<Path>) -> io::Result<Root> {
         let path = path.as_ref().to_path_buf();
-        #[cfg(unix)]
-        let root = Root {
-            dir: open_dir(&path)?,
+        Ok(Root {
+            dir: sys::RootDir::open(&path)?,
             path,
-        };
-        #[cfg(not(unix))]
-        let root = {
-            if !std::fs::metadata(&path)?.is_dir() {
-                return Err(io::Error::new(io::ErrorKind::Other, "not a directory"));
-            }
-            Root { path }
-        };
-        Ok(root)
+        })
     }
 
     /// The path this root was opened from.
@@ -167,9 +246,9 @@ impl Root {
 
     /// Opens the regular file `name` (already passed through [`check_name`]) beneath the root.
     ///
-    /// Symbolic links are followed only while their targets stay inside the root. Special
-    /// files (FIFOs, devices, sockets) and directories are refused with
-    /// [`OpenError::NotRegular`]; opening never blocks on a FIFO.
+    /// Symbolic links are followed only while their targets stay inside the root (on
+    /// Windows, not at all). Special files (FIFOs, devices, sockets) and directories are
+    /// refused with [`OpenError::NotRegular`]; opening never blocks on a FIFO.
     pub fn open(&self, name: &str, resolver: Resolver) -> Result<File, OpenError> {
         self.open_measured(name, resolver).map(|(file, _)| file)
     }
@@ -180,266 +259,19 @@ impl Root {
         name: &str,
         resolver: Resolver,
     ) -> Result<(File, u64), OpenError> {
-        let file = match resolver {
-            #[cfg(target_os = "linux")]
-            Resolver::Native => match linux::open_beneath(&self.dir, name) {
-                Some(result) => result?,
-                None => self.walk(name)?,
-            },
-            _ => self.walk(name)?,
+        let native = match resolver {
+            Resolver::Native => sys::open_native(&self.dir, name),
+            Resolver::Portable => None,
+        };
+        let file = match native {
+            Some(result) => result?,
+            None => sys::open_walk(&self.dir, name)?,
         };
         let meta = file.metadata()?;
         if !meta.is_file() {
             return Err(OpenError::NotRegular);
         }
         Ok((file, meta.len()))
-    }
-}
-
-impl Root {
-    #[cfg(unix)]
-    fn walk(&self, name: &str) -> Result<File, OpenError> {
-        walk::open(&self.dir, name)
-    }
-
-    #[cfg(not(unix))]
-    fn walk(&self, name: &str) -> Result<File, OpenError> {
-        walk::open(&self.path, name)
-    }
-}
-
-#[cfg(unix)]
-fn open_dir(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(path)
-}
-
-#[cfg(target_os = "linux")]
-mod linux {
-    //! `openat2(2)` with `RESOLVE_BENEATH`: the kernel refuses any resolution that leaves the
-    //! starting directory, atomically.
-    use std::ffi::CString;
-    use std::fs::File;
-    use std::io;
-    use std::os::fd::{AsRawFd, FromRawFd};
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    use super::OpenError;
-
-    #[repr(C)]
-    struct OpenHow {
-        flags: u64,
-        mode: u64,
-        resolve: u64,
-    }
-
-    const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-    const RESOLVE_BENEATH: u64 = 0x08;
-
-    /// Set once `openat2` turned out to be missing (old kernel, or a seccomp filter).
-    static UNAVAILABLE: AtomicBool = AtomicBool::new(false);
-
-    /// Returns `None` when `openat2` is not available, so the caller falls back to the walk.
-    pub(super) fn open_beneath(dir: &File, name: &str) -> Option<Result<File, OpenError>> {
-        if UNAVAILABLE.load(Ordering::Relaxed) {
-            return None;
-        }
-        let Ok(cname) = CString::new(name) else {
-            return Some(Err(OpenError::Io(io::Error::from(
-                io::ErrorKind::InvalidInput,
-            ))));
-        };
-        let how = OpenHow {
-            flags: (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK) as u64,
-            mode: 0,
-            resolve: RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
-        };
-        // SAFETY: the path is NUL-terminated, `how` is a valid open_how of the size passed,
-        // and `dir` is an open descriptor for the duration of the call.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                dir.as_raw_fd(),
-                cname.as_ptr(),
-                &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>(),
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: the kernel returned a new descriptor that nothing else owns.
-            return Some(Ok(unsafe { File::from_raw_fd(fd as i32) }));
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::ENOSYS) | Some(libc::EPERM) if is_unavailable(&err) => {
-                UNAVAILABLE.store(true, Ordering::Relaxed);
-                None
-            }
-            Some(libc::EXDEV) => Some(Err(OpenError::Escapes)),
-            _ => Some(Err(OpenError::Io(err))),
-        }
-    }
-
-    /// ENOSYS always means a missing syscall; EPERM means a seccomp filter only when a plain
-    /// open of the directory itself is also refused by openat2.
-    fn is_unavailable(err: &io::Error) -> bool {
-        err.raw_os_error() == Some(libc::ENOSYS) || probe_denied()
-    }
-
-    fn probe_denied() -> bool {
-        let how = OpenHow {
-            flags: (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_DIRECTORY) as u64,
-            mode: 0,
-            resolve: 0,
-        };
-        // SAFETY: as above; "/" is a valid NUL-terminated path.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                libc::AT_FDCWD,
-                c"/".as_ptr(),
-                &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>(),
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: we own the descriptor just returned.
-            drop(unsafe { File::from_raw_fd(fd as i32) });
-            false
-        } else {
-            true
-        }
-    }
-}
-
-#[cfg(unix)]
-mod walk {
-    //! The portable resolver: one `openat(O_NOFOLLOW)` per component from the root's
-    //! descriptor, with symbolic links read and resolved by hand. A `..` that would climb above
-    //! the root, or an absolute link, is refused; a component swapped for a link between two
-    //! calls is seen as a link (`O_NOFOLLOW`), never followed blindly.
-    use std::ffi::CString;
-    use std::fs::File;
-    use std::io;
-    use std::os::fd::{AsRawFd, FromRawFd};
-
-    use super::OpenError;
-
-    /// Links followed in one lookup before giving up, as the kernel does (ELOOP).
-    const MAX_LINKS: usize = 40;
-
-    pub(super) fn open(root: &File, name: &str) -> Result<File, OpenError> {
-        // Components still to resolve, last one on top.
-        let mut pending: Vec<Vec<u8>> = name
-            .split('/')
-            .rev()
-            .map(|c| c.as_bytes().to_vec())
-            .collect();
-        let mut dirs: Vec<File> = Vec::new();
-        let mut links = 0;
-        while let Some(component) = pending.pop() {
-            match component.as_slice() {
-                b"" | b"." => {
-                    if pending.is_empty() {
-                        return Err(OpenError::NotRegular);
-                    }
-                    continue;
-                }
-                b".." => {
-                    if dirs.pop().is_none() {
-                        return Err(OpenError::Escapes);
-                    }
-                    if pending.is_empty() {
-                        return Err(OpenError::NotRegular);
-                    }
-                    continue;
-                }
-                _ => {}
-            }
-            let parent = dirs.last().unwrap_or(root);
-            let last = pending.is_empty();
-            let flags = if last {
-                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY
-            } else {
-                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_DIRECTORY
-            } | libc::O_CLOEXEC;
-            let cname = CString::new(component.clone())
-                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-            match openat(parent, &cname, flags) {
-                Ok(file) if last => return Ok(file),
-                Ok(dir) => dirs.push(dir),
-                Err(open_err) => {
-                    // Any failure may be a symbolic link (ELOOP on Linux, EMLINK on FreeBSD,
-                    // ENOTDIR for a link where a directory was wanted): ask.
-                    let target = match readlinkat(parent, &cname) {
-                        Ok(target) => target,
-                        Err(_) => return Err(OpenError::Io(open_err)),
-                    };
-                    links += 1;
-                    if links > MAX_LINKS {
-                        return Err(OpenError::Io(io::Error::from_raw_os_error(libc::ELOOP)));
-                    }
-                    if target.first() == Some(&b'/') {
-                        return Err(OpenError::Escapes);
-                    }
-                    if target.is_empty() {
-                        return Err(OpenError::Io(io::Error::from_raw_os_error(libc::ENOENT)));
-                    }
-                    pending.extend(target.split(|&b| b == b'/').rev().map(<[u8]>::to_vec));
-                }
-            }
-        }
-        Err(OpenError::NotRegular)
-    }
-
-    fn openat(dir: &File, name: &CString, flags: i32) -> io::Result<File> {
-        // SAFETY: `name` is NUL-terminated and `dir` is open for the duration of the call.
-        let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the descriptor is new and owned by nobody else.
-        Ok(unsafe { File::from_raw_fd(fd) })
-    }
-
-    fn readlinkat(dir: &File, name: &CString) -> io::Result<Vec<u8>> {
-        let mut buf = vec![0u8; 4096];
-        // SAFETY: `buf` is writable for its whole length; `name` is NUL-terminated.
-        let n = unsafe {
-            libc::readlinkat(
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        buf.truncate(n as usize);
-        Ok(buf)
-    }
-}
-
-#[cfg(not(unix))]
-mod walk {
-    //! Systems without `openat`: canonicalise and compare prefixes. Not race-free, but the
-    //! names were checked as text first, so only a link planted inside the root can mislead it.
-    use std::fs::File;
-    use std::path::Path;
-
-    use super::OpenError;
-
-    pub(super) fn open(root_path: &Path, name: &str) -> Result<File, OpenError> {
-        let root = root_path.canonicalize()?;
-        let target = root.join(name).canonicalize()?;
-        if !target.starts_with(&root) {
-            return Err(OpenError::Escapes);
-        }
-        Ok(File::open(target)?)
     }
 }
 
@@ -457,12 +289,15 @@ mod tests {
             "with space.txt",
             "ünïcödé/文件.txt",
             "%2e%2e/literal",
-            "...",
+            "...x",
             ".hidden",
             "a..b",
         ] {
             assert_eq!(check_name(name.as_bytes()), Ok(name), "{name}");
         }
+        // Windows would strip the trailing dot; elsewhere it is a name like any other.
+        let dots = check_name(b"...");
+        assert_eq!(dots.is_ok(), !cfg!(windows), "{dots:?}");
     }
 
     #[test]
@@ -495,6 +330,68 @@ mod tests {
         assert!(check_name(&[b'a'; 255]).is_ok());
     }
 
+    #[test]
+    fn windows_rules() {
+        for ok in [
+            "a.txt",
+            "dir/sub/file.bin",
+            "...x",
+            ".hidden",
+            "CONSOLE.txt",
+            "nullish",
+            "COM10",
+            "LPT",
+            "my con.txt",
+            "ünïcödé/文件.txt",
+        ] {
+            assert_eq!(check_windows_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "C:x",
+            "c:/x",
+            "a.txt:s",
+            "a.txt::$DATA",
+            "dir/a:b/c",
+            "CON",
+            "con",
+            "nul.txt",
+            "Com1.log",
+            "LPT9",
+            "aux",
+            "AUX.tar.gz",
+            "PRN ",
+            "prn .txt",
+            "dir/NUL",
+            "COM\u{b9}",
+            "conin$",
+            "secret.txt.",
+            "secret.txt ",
+            "dir./x",
+            "a?b",
+            "*",
+            "a<b",
+            "a>b",
+            "a|b",
+            "a\"b",
+        ] {
+            assert_eq!(
+                check_windows_name(bad),
+                Err(NameError::WindowsSpecial),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn check_name_applies_windows_rules_on_windows_only() {
+        let got = check_name(b"nul.txt");
+        if cfg!(windows) {
+            assert_eq!(got, Err(NameError::WindowsSpecial));
+        } else {
+            assert_eq!(got, Ok("nul.txt"));
+        }
+    }
+
     proptest! {
         /// Whatever the bytes, an accepted name never climbs out or starts at the top.
         #[test]
@@ -509,7 +406,9 @@ mod tests {
         #[test]
         fn accepted_names_from_path_alphabet(parts in proptest::collection::vec("[a-z.]{0,3}", 1..5)) {
             let name = parts.join("/");
-            let ok = parts.iter().all(|p| !p.is_empty() && p != "." && p != "..");
+            let ok = parts.iter().all(|p| {
+                !p.is_empty() && p != "." && p != ".." && !(cfg!(windows) && p.ends_with('.'))
+            });
             prop_assert_eq!(check_name(name.as_bytes()).is_ok(), ok);
         }
     }

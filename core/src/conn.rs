@@ -6,12 +6,12 @@
 //! no `epoll_ctl` to add and remove the socket, no readiness wake-up, no task of its own.
 
 use std::io::{self, Read, Write};
-#[cfg(unix)]
-use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::SockRef;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
+
+use crate::sys;
 
 /// A non-blocking connection, registered with the event loop on first need.
 #[derive(Debug)]
@@ -27,34 +27,29 @@ enum Inner {
     Lost,
 }
 
+impl From<sys::Accepted> for Sock {
+    fn from(accepted: sys::Accepted) -> Sock {
+        match accepted {
+            sys::Accepted::Plain(s) => Sock(Inner::Plain(s)),
+            sys::Accepted::Registered(s) => Sock(Inner::Registered(s)),
+        }
+    }
+}
+
 impl Sock {
     /// Wraps a socket that is already in non-blocking mode.
+    #[cfg(test)]
     pub(crate) fn plain(stream: std::net::TcpStream) -> Sock {
         Sock(Inner::Plain(stream))
     }
 
-    /// Wraps a socket the event loop already knows.
-    #[cfg(not(unix))]
-    pub(crate) fn registered(stream: TcpStream) -> Sock {
-        Sock(Inner::Registered(stream))
-    }
-
-    /// The socket for option calls (`SO_LINGER` and the like).
+    /// The socket for option calls (`SO_LINGER` and the like) and system calls std does not
+    /// wrap (`sendfile`, `send` with flags).
     pub(crate) fn sock_ref(&self) -> Option<SockRef<'_>> {
         match &self.0 {
             Inner::Plain(s) => Some(SockRef::from(s)),
             Inner::Registered(s) => Some(SockRef::from(s)),
             Inner::Lost => None,
-        }
-    }
-
-    /// The descriptor, for system calls std does not wrap (`sendfile`, `send` with flags).
-    #[cfg(unix)]
-    pub(crate) fn raw_fd(&self) -> RawFd {
-        match &self.0 {
-            Inner::Plain(s) => s.as_raw_fd(),
-            Inner::Registered(s) => s.as_raw_fd(),
-            Inner::Lost => -1,
         }
     }
 
@@ -76,33 +71,21 @@ impl Sock {
         }
     }
 
-    /// Writes what fits now, telling the kernel (on Linux) that more is coming: the bytes
-    /// wait in the send queue for the close or shutdown that must follow, and leave with the
-    /// FIN in one segment. Elsewhere, a plain write.
+    /// Writes what fits now, telling the kernel (where it can be told: `MSG_MORE` on Linux)
+    /// that more is coming: the bytes wait in the send queue for the close or shutdown that
+    /// must follow, and leave with the FIN in one segment. Elsewhere, a plain write.
     pub(crate) fn try_write_last(&self, buf: &[u8]) -> io::Result<usize> {
-        #[cfg(target_os = "linux")]
-        return retry_eintr(|| self.try_send_with(|| send_more(self.raw_fd(), buf)));
-        #[cfg(not(target_os = "linux"))]
-        return self.try_write(buf);
-    }
-
-    /// [`Sock::try_write_last`], waiting for room if there is none yet.
-    pub(crate) async fn write_last(&mut self, buf: &[u8]) -> io::Result<usize> {
-        #[cfg(target_os = "linux")]
-        {
-            let fd = self.raw_fd();
-            return self.send_with(|| send_more(fd, buf)).await;
-        }
-        #[cfg(not(target_os = "linux"))]
-        return self.write(buf).await;
+        retry_eintr(|| self.try_send_with(|s| sys::send_held(s, buf)))
     }
 
     /// Runs a write-side system call on the socket now; `WouldBlock` when it would block.
-    #[cfg(unix)]
-    pub(crate) fn try_send_with<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+    pub(crate) fn try_send_with<R>(
+        &self,
+        f: impl FnOnce(&socket2::Socket) -> io::Result<R>,
+    ) -> io::Result<R> {
         match &self.0 {
-            Inner::Plain(_) => f(),
-            Inner::Registered(s) => s.try_io(Interest::WRITABLE, f),
+            Inner::Plain(s) => f(&SockRef::from(s)),
+            Inner::Registered(s) => s.try_io(Interest::WRITABLE, || f(&SockRef::from(s))),
             Inner::Lost => Err(lost()),
         }
     }
@@ -111,9 +94,8 @@ impl Sock {
     /// delayed acknowledgement that accepted connections start with (on Linux; elsewhere
     /// they never left quick acknowledgement).
     pub(crate) fn ack_now(&self) {
-        #[cfg(target_os = "linux")]
         if let Some(s) = self.sock_ref() {
-            let _ = s.set_tcp_quickack(true);
+            sys::ack_now(&s);
         }
     }
 
@@ -122,15 +104,9 @@ impl Sock {
         self.registered()?.read(buf).await
     }
 
-    /// Writes, waiting for room if there is none yet.
-    pub(crate) async fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.registered()?.write(buf).await
-    }
-
-    /// Runs a write-side system call, waiting for room whenever it would block.
-    #[cfg(unix)]
-    pub(crate) async fn send_with<R>(&mut self, f: impl FnMut() -> io::Result<R>) -> io::Result<R> {
-        self.registered()?.async_io(Interest::WRITABLE, f).await
+    /// Waits until the socket has room for writing.
+    pub(crate) async fn writable(&mut self) -> io::Result<()> {
+        self.registered()?.writable().await
     }
 
     /// Half-closes: the client sees the end of the response.
@@ -160,25 +136,6 @@ impl Sock {
     #[cfg(test)]
     pub(crate) fn is_registered(&self) -> bool {
         matches!(self.0, Inner::Registered(_))
-    }
-}
-
-/// `send(2)` with MSG_MORE (hold for what follows) and MSG_NOSIGNAL (EPIPE, not SIGPIPE).
-#[cfg(target_os = "linux")]
-pub(crate) fn send_more(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for reads of its length for the whole call.
-    let n = unsafe {
-        libc::send(
-            fd,
-            buf.as_ptr().cast(),
-            buf.len(),
-            libc::MSG_MORE | libc::MSG_NOSIGNAL,
-        )
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
     }
 }
 

@@ -38,6 +38,7 @@ pub mod protocol;
 mod recv;
 mod send;
 pub mod server;
+mod sys;
 
 pub use client::{
     fetch, fetch_bytes, fetch_to_writer, fetch_to_writer_with_progress, fetch_with_progress,

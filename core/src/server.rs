@@ -27,6 +27,7 @@ use crate::conn::Sock;
 use crate::error::{Error, Result};
 use crate::protocol::{DecodeError, RequestHeader, MAX_NAME_LEN, REQUEST_HEADER_LEN};
 use crate::send::{send_file, send_not_found, SendError};
+use crate::sys;
 
 /// How a server behaves. Build with [`ServerConfig::new`] and the setters.
 #[derive(Debug, Clone)]
@@ -53,7 +54,9 @@ pub struct ServerConfig {
     /// request, and a file deleted or replaced by a rename is noticed at once; a rename away
     /// or a permission change can take this long to be seen. While open, a file unchanged
     /// for 3 s also has its response kept in memory (8 MiB at most over all files), checked
-    /// against the file's size and times at every request.
+    /// against the file's size and times at every request. On Windows files are never kept
+    /// open between requests (a file held open there cannot be replaced by a rename), so
+    /// this setting has no effect.
     pub file_cache: Duration,
 }
 
@@ -216,7 +219,11 @@ impl Server {
         }
         let ctx = Arc::new(Ctx {
             root,
-            files: FileCache::new(config.file_cache),
+            files: FileCache::new(if sys::CAN_REPLACE_OPEN_FILES {
+                config.file_cache
+            } else {
+                Duration::ZERO
+            }),
             request_timeout: config.request_timeout,
             send_timeout: config.send_timeout,
             resolver: if config.portable {
@@ -265,7 +272,7 @@ impl Server {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("filefetch-server")
-            .on_thread_start(block_sigpipe)
+            .on_thread_start(sys::block_sigpipe)
             .enable_io()
             .enable_time()
             .build()
@@ -302,7 +309,7 @@ impl Server {
         let mut accepting = JoinSet::new();
         for listener in self.listeners {
             let listener = Arc::new(
-                shared_listener(listener).map_err(|source| Error::Io { path: None, source })?,
+                sys::Listener::new(listener).map_err(|source| Error::Io { path: None, source })?,
             );
             for _ in 0..acceptors.max(1) {
                 accepting.spawn(accept_loop(
@@ -397,10 +404,9 @@ impl Drop for BackgroundServer {
 
 fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    // Like the original server: a restart can reuse the port at once. (On Windows this
-    // option would let two servers share a port, so it is left off there.)
-    #[cfg(unix)]
-    socket.set_reuse_address(true)?;
+    // Like the original server: a restart can reuse the port at once (where that is all the
+    // option does; not on Windows).
+    sys::set_reuse_address(&socket)?;
     if addr.is_ipv6() && addr.ip().is_unspecified() {
         // "[::]" means every address, IPv4 ones included, whatever the system default.
         let _ = socket.set_only_v6(false);
@@ -410,119 +416,22 @@ fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     socket.set_tcp_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
-    // Accepted connections start with delayed acknowledgement, so the response itself
-    // acknowledges the request: one segment fewer per connection than a bare ACK first. Linux
-    // hands the mode on to accepted sockets; it must be set after listen(), which resets it.
-    // A request that arrives in pieces is acknowledged at once instead (see `exchange`).
-    #[cfg(target_os = "linux")]
-    let _ = socket.set_tcp_quickack(false);
+    // Accepted connections start with delayed acknowledgement where the system allows, so
+    // the response itself acknowledges the request. A request that arrives in pieces is
+    // acknowledged at once instead (see `exchange`).
+    sys::start_with_delayed_acks(&socket);
     socket.set_nonblocking(true)?;
     Ok(socket.into())
 }
 
-#[cfg(unix)]
-fn block_sigpipe() {
-    // `sendfile` raises SIGPIPE on a closed connection, and a library cannot assume its host
-    // process ignores it. Blocked on the server's own threads, it turns into EPIPE instead.
-    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: `set` is initialised by sigemptyset before use; pthread_sigmask only changes
-    // the calling thread's mask.
-    unsafe {
-        libc::sigemptyset(set.as_mut_ptr());
-        libc::sigaddset(set.as_mut_ptr(), libc::SIGPIPE);
-        libc::pthread_sigmask(libc::SIG_BLOCK, set.as_ptr(), std::ptr::null_mut());
-    }
-}
-
-#[cfg(not(unix))]
-fn block_sigpipe() {}
-
-/// A listening socket, shared by the accept loops of every worker thread.
-#[cfg(unix)]
-type Listener = tokio::io::unix::AsyncFd<std::net::TcpListener>;
-#[cfg(not(unix))]
-type Listener = tokio::net::TcpListener;
-
-fn shared_listener(listener: std::net::TcpListener) -> std::io::Result<Listener> {
-    #[cfg(unix)]
-    // SAFETY: a std TcpListener owns its descriptor, and it stays open and the same for as
-    // long as the AsyncFd owns the listener.
-    return unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE)
-    }
-    .map_err(std::io::Error::from);
-    #[cfg(not(unix))]
-    return tokio::net::TcpListener::from_std(listener);
-}
-
-/// Accepts one connection as a non-blocking socket the event loop does not know yet.
-#[cfg(unix)]
-async fn accept(listener: &Listener) -> std::io::Result<(Sock, SocketAddr)> {
-    loop {
-        let mut ready = listener.readable().await?;
-        match ready.try_io(|l| accept_nonblocking(l.get_ref())) {
-            // A connection reset while it waited in the backlog: take the next one.
-            Ok(Err(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::Interrupted
-                ) => {}
-            Ok(result) => return result,
-            Err(_would_block) => {}
-        }
-    }
-}
-
-#[cfg(not(unix))]
-async fn accept(listener: &Listener) -> std::io::Result<(Sock, SocketAddr)> {
-    let (stream, peer) = listener.accept().await?;
-    Ok((Sock::registered(stream), peer))
-}
-
-/// `accept4` hands the socket over non-blocking and close-on-exec in one call.
-#[cfg(target_os = "linux")]
-fn accept_nonblocking(listener: &std::net::TcpListener) -> std::io::Result<(Sock, SocketAddr)> {
-    use std::os::fd::{AsRawFd, FromRawFd};
-    // SAFETY: accept4 writes at most `len` bytes of address into the storage it is given.
-    let (fd, addr) = unsafe {
-        socket2::SockAddr::try_init(|storage, len| {
-            let fd = libc::accept4(
-                listener.as_raw_fd(),
-                storage.cast(),
-                len,
-                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            );
-            if fd < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(fd)
-            }
-        })
-    }?;
-    // SAFETY: accept4 returned a new descriptor that nothing else owns.
-    let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
-    let peer = addr
-        .as_socket()
-        .ok_or_else(|| std::io::Error::other("peer address is not an IP address"))?;
-    Ok((Sock::plain(stream), peer))
-}
-
-#[cfg(all(unix, not(target_os = "linux")))]
-fn accept_nonblocking(listener: &std::net::TcpListener) -> std::io::Result<(Sock, SocketAddr)> {
-    let (stream, peer) = listener.accept()?;
-    stream.set_nonblocking(true)?;
-    let _ = stream.set_nodelay(true);
-    Ok((Sock::plain(stream), peer))
-}
-
-async fn accept_loop(listener: Arc<Listener>, ctx: Arc<Ctx>, permits: Arc<Semaphore>) {
+async fn accept_loop(listener: Arc<sys::Listener>, ctx: Arc<Ctx>, permits: Arc<Semaphore>) {
     let mut last_warning: Option<Instant> = None;
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        match accept(&listener).await {
-            Ok((sock, peer)) => start(connection(sock, peer, ctx.clone(), permit)).await,
+        match listener.accept().await {
+            Ok((sock, peer)) => start(connection(sock.into(), peer, ctx.clone(), permit)).await,
             Err(e) => {
                 // Out of descriptors or memory: keep serving, and back off so a full table
                 // does not spin the loop.
@@ -783,10 +692,8 @@ async fn finish(sock: &mut Sock) {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
-    use std::os::fd::AsRawFd;
-
     use socket2::SockRef;
+    use std::io::{Read, Write};
 
     /// A connection accepted from a [`listen`] socket, its server end as the server holds it
     /// plus a second handle on the same socket for looking at its options.
@@ -814,13 +721,12 @@ mod tests {
 
     /// Waits (5 s at most) until `s` has bytes to read, without reading them.
     fn wait_readable(s: &std::net::TcpStream) {
-        let mut fds = libc::pollfd {
-            fd: s.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
+        let mut fds = [rustix::event::PollFd::new(s, rustix::event::PollFlags::IN)];
+        let five = rustix::event::Timespec {
+            tv_sec: 5,
+            tv_nsec: 0,
         };
-        // SAFETY: one valid pollfd, for the length given.
-        let n = unsafe { libc::poll(&mut fds, 1, 5000) };
+        let n = rustix::event::poll(&mut fds, Some(&five)).unwrap();
         assert_eq!(n, 1, "the bytes did not arrive");
     }
 

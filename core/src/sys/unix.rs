@@ -1,0 +1,230 @@
+//! What every Unix system has: directory descriptors and `openat`, link counts, `poll`,
+//! signal masks.
+
+use std::fs::{File, Permissions};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+use socket2::Socket;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use super::{Accepted, FileState};
+use crate::confine::OpenError;
+
+/// The root directory, held open: every name is resolved from this descriptor, so the
+/// directory keeps being served even if it is moved.
+#[derive(Debug)]
+pub(crate) struct RootDir(pub(super) OwnedFd);
+
+impl RootDir {
+    pub(crate) fn open(path: &Path) -> io::Result<RootDir> {
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(RootDir(fd))
+    }
+}
+
+/// Links followed in one lookup before giving up, as the kernel does (ELOOP).
+const MAX_LINKS: usize = 40;
+
+/// The portable resolver: one `openat(O_NOFOLLOW)` per component from the root's
+/// descriptor, with symbolic links read and resolved by hand. A `..` that would climb above
+/// the root, or an absolute link, is refused; a component swapped for a link between two
+/// calls is seen as a link (`O_NOFOLLOW`), never followed blindly.
+pub(crate) fn open_walk(root: &RootDir, name: &str) -> Result<File, OpenError> {
+    // Components still to resolve, last one on top.
+    let mut pending: Vec<Vec<u8>> = name
+        .split('/')
+        .rev()
+        .map(|c| c.as_bytes().to_vec())
+        .collect();
+    let mut dirs: Vec<OwnedFd> = Vec::new();
+    let mut links = 0;
+    while let Some(component) = pending.pop() {
+        match component.as_slice() {
+            b"" | b"." => {
+                if pending.is_empty() {
+                    return Err(OpenError::NotRegular);
+                }
+                continue;
+            }
+            b".." => {
+                if dirs.pop().is_none() {
+                    return Err(OpenError::Escapes);
+                }
+                if pending.is_empty() {
+                    return Err(OpenError::NotRegular);
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let parent = dirs.last().unwrap_or(&root.0);
+        let last = pending.is_empty();
+        let flags = if last {
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY
+        } else {
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::DIRECTORY
+        } | OFlags::CLOEXEC;
+        match rustix::fs::openat(parent, component.as_slice(), flags, Mode::empty()) {
+            Ok(fd) if last => return Ok(File::from(fd)),
+            Ok(dir) => dirs.push(dir),
+            Err(open_err) => {
+                // Any failure may be a symbolic link (ELOOP on Linux, EMLINK on FreeBSD,
+                // ENOTDIR for a link where a directory was wanted): ask.
+                let target = match rustix::fs::readlinkat(parent, component.as_slice(), Vec::new())
+                {
+                    Ok(target) => target.into_bytes(),
+                    Err(_) => return Err(OpenError::Io(open_err.into())),
+                };
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(OpenError::Io(Errno::LOOP.into()));
+                }
+                if target.first() == Some(&b'/') {
+                    return Err(OpenError::Escapes);
+                }
+                if target.is_empty() {
+                    return Err(OpenError::Io(Errno::NOENT.into()));
+                }
+                pending.extend(target.split(|&b| b == b'/').rev().map(<[u8]>::to_vec));
+            }
+        }
+    }
+    Err(OpenError::NotRegular)
+}
+
+pub(crate) fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    file.read_at(buf, offset)
+}
+
+pub(crate) fn file_state(file: &File) -> io::Result<FileState> {
+    let meta = file.metadata()?;
+    let changed = u32::try_from(meta.ctime_nsec()).ok().and_then(|nanos| {
+        let secs = Duration::new(meta.ctime().unsigned_abs(), nanos);
+        if meta.ctime() >= 0 {
+            SystemTime::UNIX_EPOCH.checked_add(secs)
+        } else {
+            SystemTime::UNIX_EPOCH.checked_sub(secs)
+        }
+    });
+    Ok(FileState {
+        len: meta.len(),
+        modified: meta.modified().ok(),
+        changed,
+        linked: meta.nlink() > 0,
+        regular: meta.is_file(),
+    })
+}
+
+/// The permissions a downloaded file is created with: like any new file, 0666 less the
+/// umask (applied by open(2)).
+pub(crate) fn new_file_permissions() -> Option<Permissions> {
+    Some(Permissions::from_mode(0o666))
+}
+
+/// Like the original server: a restart can reuse the port at once.
+pub(crate) fn set_reuse_address(socket: &Socket) -> io::Result<()> {
+    socket.set_reuse_address(true)
+}
+
+/// Whether a non-blocking `connect` failed only because it is under way (EINPROGRESS).
+pub(crate) fn connect_in_progress(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(Errno::INPROGRESS.raw_os_error())
+}
+
+/// Waits at most `timeout` for the socket to become writable (a connection attempt to
+/// finish); `Ok(false)` when the time ran out first.
+pub(crate) fn wait_writable(socket: &Socket, timeout: Duration) -> io::Result<bool> {
+    let mut fds = [rustix::event::PollFd::new(
+        socket,
+        rustix::event::PollFlags::OUT,
+    )];
+    let timeout = rustix::event::Timespec {
+        tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX),
+        tv_nsec: timeout.subsec_nanos().into(),
+    };
+    match rustix::event::poll(&mut fds, Some(&timeout)) {
+        Ok(n) => Ok(n > 0),
+        Err(Errno::INTR) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `sendfile` raises SIGPIPE on a closed connection, and a library cannot assume its host
+/// process ignores it. Blocked on the server's own threads, it turns into EPIPE instead.
+pub(crate) fn block_sigpipe() {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: `set` is initialised by sigemptyset before use; pthread_sigmask only changes
+    // the calling thread's mask.
+    unsafe {
+        libc::sigemptyset(set.as_mut_ptr());
+        libc::sigaddset(set.as_mut_ptr(), libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, set.as_ptr(), std::ptr::null_mut());
+    }
+}
+
+/// A listening socket shared by the accept loops of every worker thread. Accepted sockets
+/// come out non-blocking and unknown to the event loop: a connection registers only if it
+/// has to wait.
+#[derive(Debug)]
+pub(crate) struct Listener(AsyncFd<std::net::TcpListener>);
+
+impl Listener {
+    pub(crate) fn new(listener: std::net::TcpListener) -> io::Result<Listener> {
+        // SAFETY: a std TcpListener owns its descriptor, which stays open and the same for as
+        // long as the AsyncFd owns the listener.
+        unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) }
+            .map(Listener)
+            .map_err(io::Error::from)
+    }
+
+    /// Accepts one connection, waiting for one if none is there.
+    pub(crate) async fn accept(&self) -> io::Result<(Accepted, SocketAddr)> {
+        loop {
+            let mut ready = self.0.readable().await?;
+            match ready.try_io(|l| accept_nonblocking(l.get_ref())) {
+                // A connection reset while it waited in the backlog: take the next one.
+                Ok(Err(e))
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted
+                    ) => {}
+                Ok(result) => return result,
+                Err(_would_block) => {}
+            }
+        }
+    }
+}
+
+/// `accept4` hands the socket over non-blocking and close-on-exec in one call.
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+fn accept_nonblocking(listener: &std::net::TcpListener) -> io::Result<(Accepted, SocketAddr)> {
+    let (socket, addr) =
+        socket2::SockRef::from(listener).accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)?;
+    // Linux hands TCP_NODELAY on from the listening socket; elsewhere, set it again.
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket.set_tcp_nodelay(true);
+    let peer = addr
+        .as_socket()
+        .ok_or_else(|| io::Error::other("peer address is not an IP address"))?;
+    Ok((Accepted::Plain(socket.into()), peer))
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+fn accept_nonblocking(listener: &std::net::TcpListener) -> io::Result<(Accepted, SocketAddr)> {
+    let (stream, peer) = listener.accept()?;
+    stream.set_nonblocking(true)?;
+    let _ = stream.set_nodelay(true);
+    Ok((Accepted::Plain(stream), peer))
+}

@@ -80,6 +80,13 @@ def rows(fig):
                 b_ff / b_curl <= 0.65 and b_ff / b_dd <= 1.3))
     out.append(("1", "loopback TCP alone (iperf3, 1 GiB, not written)", "",
                 f"{iperf:.3f} s ({8 * 1.073741824 / iperf:.1f} Gbit/s)", f"{ff1 / iperf:.2f}x", "(floor)", None))
+    # The second filefetch server, on the portable (buffered) send path; the same client.
+    p1 = m("s1", "filefetch-portable", "seconds")
+    if fig.runs("s1", "filefetch-portable", "seconds"):
+        out.append(("1", "same 1 GiB, server on its portable (buffered) send path: time vs the fast path (sendfile)",
+                    f"{p1:.3f} s{fig.spread('s1', 'filefetch-portable', 'seconds')}",
+                    f"fast path {ff1:.3f} s; nginx + curl {curl1:.3f} s",
+                    f"{p1 / ff1:.2f}x fast ({p1 / curl1:.2f}x curl)", "", None))
 
     ff2, orig2 = m("s2", "filefetch", "seconds"), m("s2", "original", "seconds")
     r = orig2 / ff2
@@ -116,9 +123,20 @@ def rows(fig):
     lg_ff, lg_ng = m("s3", "filefetch", "client_cpu_us"), m("s3", "nginx", "client_cpu_us")
     out.append(("3", "same, load generator CPU time per request (it shares the 2 cores)",
                 f"{lg_ff:.1f} us", f"{lg_ng:.1f} us", "", "", None))
-    errors3 = sum(fig.runs("s3", "filefetch", "errors")) + sum(fig.runs("s3", "nginx", "errors"))
+    if fig.runs("s3", "filefetch-portable", "rps"):
+        p3 = m("s3", "filefetch-portable", "rps")
+        out.append(("3", "same 1 KiB load, server on its portable (buffered) send path: requests/s vs the fast path",
+                    f"{p3:,.0f}/s{fig.spread('s3', 'filefetch-portable', 'rps')}",
+                    f"fast path {ff3:,.0f}/s; nginx {ng3:,.0f}/s",
+                    f"{p3 / ff3:.2f}x fast ({p3 / ng3:.2f}x nginx)", "", None))
+        cpu_p = m("s3", "filefetch-portable", "server_cpu_us_per_request")
+        out.append(("3", "same, portable path: server CPU time per request, p99 latency",
+                    f"{cpu_p:.1f} us, {m('s3', 'filefetch-portable', 'p99_ms'):.2f} ms",
+                    f"fast path {cpu_ff:.1f} us, {m('s3', 'filefetch', 'p99_ms'):.2f} ms",
+                    f"{cpu_p / cpu_ff:.2f}x CPU", "", None))
+    errors3 = sum(sum(fig.runs("s3", s, "errors")) for s in ("filefetch", "nginx", "filefetch-portable"))
     if errors3:
-        out.append(("3", "errors (all runs, both servers)", "", "", f"{errors3:.0f}", "", None))
+        out.append(("3", "errors (all runs, all servers)", "", "", f"{errors3:.0f}", "", None))
 
     srv = max(fig.runs("s4", "filefetch", "server_peak_rss_kib") or [float("nan")]) / MIB
     out.append(("4", "server peak RSS serving the 1 GiB file",
@@ -127,6 +145,10 @@ def rows(fig):
                 f"server.py {m('s4', 'original', 'server_peak_rss_kib') / MIB:.0f} MiB "
                 "serving the scenario 2 file",
                 "", "<= 16 MiB", srv <= 16))
+    if fig.runs("s4", "filefetch-portable", "server_peak_rss_kib"):
+        srv_p = max(fig.runs("s4", "filefetch-portable", "server_peak_rss_kib")) / MIB
+        out.append(("4", "same, server on its portable (buffered) send path",
+                     f"{srv_p:.1f} MiB", f"fast path {srv:.1f} MiB", "", "<= 16 MiB", srv_p <= 16))
     cli = max(fig.runs("s1", "filefetch", "client_rss_kib") or [float("nan")]) / MIB
     out.append(("4", "client peak RSS fetching the 1 GiB file",
                 f"{cli:.1f} MiB", f"curl {m('s1', 'nginx+curl', 'client_rss_kib') / MIB:.1f} MiB",
@@ -138,6 +160,37 @@ def rows(fig):
                 f"nginx {m('s4', 'nginx', 'idle_10k_rss_kib') / MIB:.1f} MiB "
                 f"({m('s4', 'nginx', 'idle_10k_open'):.0f} open)",
                 "", "<= 64 MiB", idle <= 64 and opened >= 10000))
+
+    # Stalled clients: each asked for the 1 GiB file and reads nothing. Held: the fewest of
+    # the load generator's open connections, the server's, and those still open at the end.
+    stalled = {}
+    for subject in ("filefetch", "filefetch-portable"):
+        if not fig.runs("s4", subject, "stall_2k_rss_kib"):
+            continue
+        rss = m("s4", subject, "stall_2k_rss_kib") / MIB
+        base = m("s4", subject, "stall_base_rss_kib") / MIB
+        held = min(m("s4", subject, k) for k in ("stall_2k_open", "stall_2k_server_connections",
+                                                   "stall_2k_still_open"))
+        per = (rss - base) * MIB / held if held > 0 else float("nan")
+        stalled[subject] = (rss, base, held, per)
+    if "filefetch" in stalled:
+        rss, base, held, per = stalled["filefetch"]
+        out.append(("4", "server RSS holding 2,000 stalled clients (each asked for the 1 GiB file, "
+                         "reads nothing): fast path (sendfile)",
+                    f"{rss:.1f} MiB ({held:.0f} held)", f"{base:.1f} MiB before: {per:.1f} KiB a client",
+                    "", "< 64 MiB", rss < 64 and held >= 2000))
+    if "filefetch-portable" in stalled:
+        rss, base, held, per = stalled["filefetch-portable"]
+        fast = stalled.get("filefetch", (float("nan"),))[0]
+        out.append(("4", "same, portable (buffered) send path",
+                    f"{rss:.1f} MiB ({held:.0f} held)",
+                    f"{base:.1f} MiB before: {per:.1f} KiB a client; fast path {fast:.1f} MiB",
+                    f"{rss / fast:.2f}x fast", "< 64 MiB", rss < 64 and held >= 2000))
+    if stalled:
+        kern = {s: m("s4", s, "stall_2k_kernel_tcp_kib") / MIB for s in stalled}
+        out.append(("4", "same, kernel TCP memory the stalled connections took (not in RSS; machine-wide count)",
+                    ", ".join(f"{'portable' if s.endswith('portable') else 'fast'} {v:.0f} MiB" for s, v in kern.items()),
+                    "", "", "", None))
 
     p99 = max(fig.runs("s5", "filefetch", "p99_ms") or [float("nan")])
     errs = sum(fig.runs("s5", "filefetch", "errors"))
@@ -176,6 +229,7 @@ def plot(fig, meta, path):
         print("report: matplotlib not available, no plot", file=sys.stderr)
         return
     blue, grey, light = "#1f5fa8", "#8a8a8a", "#c8c8c8"
+    portable = "#7aa9dc"  # filefetch on its portable (buffered) send path
     f, axes = plt.subplots(2, 3, figsize=(15, 8.5))
     f.suptitle(f"filefetch benchmarks, {meta.get('date', '')}: {meta.get('cores', '?')} cores, "
                f"{meta.get('cpu', '')}", fontsize=11)
@@ -183,7 +237,7 @@ def plot(fig, meta, path):
     def bars(ax, entries, title, unit, target=None, target_label=None):
         names = [e[0] for e in entries]
         med = [fig.median(*e[1]) for e in entries]
-        colors = [blue if n.startswith("filefetch") else grey for n in names]
+        colors = [portable if "portable" in n else blue if n.startswith("filefetch") else grey for n in names]
         ax.bar(names, med, color=colors)
         for i, e in enumerate(entries):
             runs = fig.runs(*e[1])
@@ -201,6 +255,7 @@ def plot(fig, meta, path):
     curl = fig.median("s1", "nginx+curl", "seconds")
     dd = fig.median("s1", "copy", "seconds")
     bars(axes[0][0], [("filefetch", ("s1", "filefetch", "seconds")),
+                      ("filefetch\nportable", ("s1", "filefetch-portable", "seconds")),
                       ("nginx+curl", ("s1", "nginx+curl", "seconds")),
                       ("dd copy", ("s1", "copy", "seconds")),
                       ("iperf3\n(no write)", ("s1", "iperf3", "seconds"))],
@@ -211,7 +266,9 @@ def plot(fig, meta, path):
                       ("server.py +\nclient.py", ("s2", "original", "seconds"))],
          "2. largest file the originals move (lower is better)", "seconds", orig / 5, "target: 1/5 of original")
     ng = fig.median("s3", "nginx", "rps")
-    bars(axes[0][2], [("filefetch", ("s3", "filefetch", "rps")), ("nginx", ("s3", "nginx", "rps"))],
+    bars(axes[0][2], [("filefetch", ("s3", "filefetch", "rps")),
+                      ("filefetch\nportable", ("s3", "filefetch-portable", "rps")),
+                      ("nginx", ("s3", "nginx", "rps"))],
          "3. 1 KiB, 32 clients, conn/request (higher is better)", "requests/s", 1.25 * ng, "target: 1.25x nginx")
 
     ax = axes[1][0]
@@ -230,14 +287,18 @@ def plot(fig, meta, path):
     ax.tick_params(axis="x", labelsize=8)
 
     ax = axes[1][1]
-    idle = [("filefetch", fig.median("s4", "filefetch", "idle_10k_rss_kib") / MIB),
-            ("nginx", fig.median("s4", "nginx", "idle_10k_rss_kib") / MIB)]
-    ax.bar([n for n, _ in idle], [v for _, v in idle], color=[blue, grey])
-    for i, (_, v) in enumerate(idle):
+    idle = [("filefetch\n10k idle", fig.median("s4", "filefetch", "idle_10k_rss_kib") / MIB, blue),
+            ("nginx\n10k idle", fig.median("s4", "nginx", "idle_10k_rss_kib") / MIB, grey),
+            ("filefetch\n2k stalled", fig.median("s4", "filefetch", "stall_2k_rss_kib") / MIB, blue),
+            ("filefetch portable\n2k stalled", fig.median("s4", "filefetch-portable", "stall_2k_rss_kib") / MIB,
+             portable)]
+    ax.bar([n for n, _, _ in idle], [v for _, v, _ in idle], color=[c for _, _, c in idle])
+    for i, (_, v, _) in enumerate(idle):
         ax.annotate(f"{v:.1f}", (i, v), ha="center", va="bottom", fontsize=8)
     ax.axhline(64, color="#c0392b", linestyle="--", linewidth=1)
-    ax.annotate("target: 64 MiB", (1.5, 64), ha="right", va="bottom", fontsize=8, color="#c0392b")
-    ax.set_title("4. server RSS, 10,000 idle connections", fontsize=10)
+    ax.annotate("target: 64 MiB", (len(idle) - 0.5, 64), ha="right", va="bottom", fontsize=8, color="#c0392b")
+    ax.set_title("4. server RSS: 10,000 idle, 2,000 stalled clients", fontsize=10)
+    ax.tick_params(axis="x", labelsize=8)
     ax.set_ylabel("MiB")
 
     ax = axes[1][2]

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The benchmark suite: filefetch against nginx + curl, a local copy, loopback TCP (iperf3)
-# and the original Python scripts, all in one run on 127.0.0.1.
+# and the original Python scripts, all in one run on 127.0.0.1. Scenarios 1 and 3 also run
+# against a second filefetch server started with --portable (subject filefetch-portable: the
+# buffered send path every system other than Linux uses), alternating with the others, and
+# scenario 4 measures both servers holding 2,000 stalled clients.
 #
-#   ./bench/run.sh            # everything, 5 runs of each timed scenario (about 6 minutes)
+#   ./bench/run.sh            # everything, 5 runs of each timed scenario (about 3 to 7 minutes)
 #   BENCH_RUNS=3 ./bench/run.sh
 #
 # Installs what it lacks (nginx-light, curl, iperf3, time: system packages; matplotlib in
@@ -16,6 +19,10 @@ REPO=$(dirname "$HERE")
 RUNS=${BENCH_RUNS:-5}
 LOAD_SECS=${BENCH_LOAD_SECS:-5}
 BIG_MIB=1024
+# Scenario 4's stalled clients: how many, and how long the load generator holds them (the
+# server's RSS is read within that time, once it has settled).
+STALL_CONNS=2000
+STALL_SECS=5
 ORIG_MIB=${BENCH_ORIG_MIB:-300}
 RESULTS=$HERE/results
 RELEASE=$REPO/target/release
@@ -130,6 +137,13 @@ cpu_ticks() {
 
 vm() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 
+# Sockets a process holds open (its listening sockets included).
+sockets() { find "/proc/$1/fd" -lname 'socket:*' 2>/dev/null | wc -l; }
+
+# Memory the kernel has charged to TCP sockets, machine-wide (other processes' included),
+# in KiB.
+tcp_mem_kib() { awk -v p="$(getconf PAGESIZE)" '$1 == "TCP:" { for (i = 2; i < NF; i++) if ($i == "mem") print $(i + 1) * p / 1024 }' /proc/net/sockstat; }
+
 # Sum of a field (VmRSS, VmHWM) over a process and its children (nginx's workers).
 vm_tree() {
     local total=0 pid
@@ -186,7 +200,8 @@ loadgen() { # scenario subject server-pid args...
 install_packages
 setup_venv
 ulimit -n "$(ulimit -Hn)"
-# 10,000 idle connections need as many descriptors in the server and in the load generator.
+# 10,000 idle connections need as many descriptors in the server and in the load generator
+# (and 2,000 stalled clients two each in the server: the socket and the open file).
 if (($(ulimit -n) < 12000)); then
     ulimit -Hn 65536 2>/dev/null && ulimit -n 65536 ||
         echo "bench: open file limit $(ulimit -n); the 10,000-connection figure may suffer" >&2
@@ -230,14 +245,24 @@ ORIGINAL=${FILEFETCH_REFERENCE:-$REPO/../shared/reference}/original
 cp "$ORIGINAL/server.py" "$ORIGINAL/client.py" "$WORK/"
 
 FF_PORT=$(free_port)
+FFP_PORT=$(free_port)
 NGINX_PORT=$(free_port)
 start_nginx "$NGINX_PORT"
 
+# The second filefetch server, on the portable (buffered) send path; its PID is FFP_PID.
+start_portable() { # extra options...
+    start_filefetch "$FFP_PORT" --portable "$@"
+    FFP_PID=$FF_PID
+}
+
 # ---------------------------------------------------------------- 1: one 1 GiB file to tmpfs
 say "scenario 1: 1 GiB, page-cached, onto tmpfs ($RUNS runs each)"
+start_portable
 start_filefetch "$FF_PORT"
 # One untimed round first: the first 1 GiB written to a fresh tmpfs costs every subject more.
 "$FF" fetch 127.0.0.1 "$FF_PORT" big.bin -o "$DEST/big.bin" >/dev/null
+rm -f "$DEST/big.bin"
+"$FF" fetch 127.0.0.1 "$FFP_PORT" big.bin -o "$DEST/big.bin" >/dev/null
 rm -f "$DEST/big.bin"
 curl -sSf -o "$DEST/big.bin" "http://127.0.0.1:$NGINX_PORT/big.bin"
 rm -f "$DEST/big.bin"
@@ -264,11 +289,19 @@ for ((run = 1; run <= RUNS; run++)); do
         python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["seconds"])')
     rec s1 iperf3 seconds "$secs"
     stop "$IPERF_PID"
+    # The same client against the server on its portable (buffered) send path.
+    rm -f "$DEST/big.bin"
+    timed s1 filefetch-portable client_rss_kib "$FF" fetch 127.0.0.1 "$FFP_PORT" big.bin -o "$DEST/big.bin"
+    check_size "$DEST/big.bin" "$BIG"
+    ((run == 1)) && { cmp -s "$WORK/root/big.bin" "$DEST/big.bin" || die "filefetch-portable: contents differ"; }
+    rm -f "$DEST/big.bin"
 done
 # 4: what serving the 1 GiB file cost the servers (peak over all the runs above).
 rec s4 filefetch server_peak_rss_kib "$(vm "$FF_PID" VmHWM)"
+rec s4 filefetch-portable server_peak_rss_kib "$(vm "$FFP_PID" VmHWM)"
 rec s4 nginx server_peak_rss_kib "$(vm_tree "$NGINX_PID" VmHWM)"
 stop "$FF_PID"
+stop "$FFP_PID"
 
 # ---------------------------------------------------------------- 2: against the originals
 say "scenario 2: ${ORIG_MIB} MiB, filefetch against server.py + client.py ($RUNS runs each)"
@@ -306,14 +339,19 @@ stop "$FF_PID"
 
 # ---------------------------------------------------------------- 3: small files under load
 say "scenario 3: 1 KiB files, 32 clients, a connection per file (${LOAD_SECS} s x $RUNS each)"
+start_portable
 start_filefetch "$FF_PORT"
 for ((run = 1; run <= RUNS; run++)); do
     loadgen s3 filefetch "$FF_PID" --addr "127.0.0.1:$FF_PORT" --proto filefetch --name 1k.bin \
         --concurrency 32 --seconds "$LOAD_SECS" --expect-bytes 1024
     loadgen s3 nginx "$NGINX_PID" --addr "127.0.0.1:$NGINX_PORT" --proto http --name 1k.bin \
         --concurrency 32 --seconds "$LOAD_SECS" --expect-bytes 1024
+    # After the (filefetch, nginx) pair, so that the pair stays back to back.
+    loadgen s3 filefetch-portable "$FFP_PID" --addr "127.0.0.1:$FFP_PORT" --proto filefetch --name 1k.bin \
+        --concurrency 32 --seconds "$LOAD_SECS" --expect-bytes 1024
 done
 stop "$FF_PID"
+stop "$FFP_PID"
 
 # ---------------------------------------------------------------- 5: idle-connection flood
 say "scenario 5: 1 KiB fetches while 1,000 idle connections sit open"
@@ -348,6 +386,50 @@ hold_idle filefetch "$FF_PORT" "$FF_PID"
 stop "$FF_PID"
 hold_idle nginx "$NGINX_PORT" "$NGINX_PID"
 stop "$NGINX_PID"
+
+# ---------------------------------------------------------------- 4: 2,000 stalled clients
+say "scenario 4: server memory holding $STALL_CONNS stalled clients (fast path, portable path)"
+# Each client requests the 1 GiB file and never reads, so the server's sends stall once the
+# socket buffers are full; the server holds every one of them, mid-transfer, for as long as
+# its send timeout (raised well past the measurement) allows. The clients announce an
+# Ethernet-sized segment (1448 bytes) and ask for a 4 KiB receive buffer: over loopback's
+# 64 KiB segments the kernel would otherwise give each server socket a send buffer of up to
+# 4 MiB, 2,000 of them more than the machine's whole TCP memory limit. Kernel buffers do not
+# count in RSS either way; the server's RSS is read once the clients are all connected and
+# it and the server's socket count have held still for 1 s (at most 4 s), while they wait.
+stall_clients() { # subject port pid
+    local out=$WORK/stall.out base base_sockets tcp_before prev="" cur same=0 i
+    base=$(vm "$3" VmRSS)
+    base_sockets=$(sockets "$3")
+    tcp_before=$(tcp_mem_kib)
+    : >"$out"
+    timeout 90 "$LOADGEN" stall --addr "127.0.0.1:$2" --connections "$STALL_CONNS" --name big.bin \
+        --seconds "$STALL_SECS" --mss 1448 --recv-buffer 4096 >"$out" 2>>"$WORK/loadgen.err" &
+    local st=$!
+    PIDS+=("$st")
+    for ((i = 0; i < 800; i++)); do grep -qs '^open=' "$out" && break; sleep 0.05; done
+    for ((i = 0; i < 16 && same < 4; i++)); do
+        sleep 0.25
+        cur="$(vm "$3" VmRSS) $(sockets "$3")"
+        if [[ $cur == "$prev" ]]; then same=$((same + 1)); else same=0; fi
+        prev=$cur
+    done
+    rec s4 "$1" stall_2k_rss_kib "$(vm "$3" VmRSS)"
+    rec s4 "$1" stall_2k_server_connections "$(($(sockets "$3") - base_sockets))"
+    rec s4 "$1" stall_2k_settle_seconds "$(awk -v n="$i" 'BEGIN { printf "%.2f", n * 0.25 }')"
+    rec s4 "$1" stall_2k_kernel_tcp_kib "$(($(tcp_mem_kib) - tcp_before))"
+    rec s4 "$1" stall_base_rss_kib "$base"
+    rec s4 "$1" stall_2k_open "$(sed -n 's/^open=//p' "$out")"
+    # The load generator's own count after holding them STALL_SECS: the server dropped none.
+    wait "$st" || true
+    rec s4 "$1" stall_2k_still_open "$(tail -1 "$out" | sed -n 's/.*still_open=//p')"
+}
+start_filefetch "$FF_PORT" --send-timeout 300
+stall_clients filefetch "$FF_PORT" "$FF_PID"
+stop "$FF_PID"
+start_portable --send-timeout 300
+stall_clients filefetch-portable "$FFP_PORT" "$FFP_PID"
+stop "$FFP_PID"
 
 rec meta machine loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 

@@ -5,14 +5,23 @@
 //! every response and reports requests per second and latency percentiles. With `--idle K`,
 //! K more connections sit open sending nothing (reopened whenever the server drops them)
 //! while the clients are measured. `hold` opens K idle connections and keeps them open, for
-//! measuring what idle connections cost a server.
+//! measuring what idle connections cost a server. `stall` opens K connections, requests a file
+//! on each and never reads the response, so that the server's sends stall once the socket
+//! buffers are full, for measuring what stalled clients cost a server.
 //!
 //! The work is spread over `--threads` OS threads (by default one per available core), each
 //! running its own single-threaded runtime with an even share of the connections, so that
 //! no work stealing or cross-thread wake-ups add to what each request costs the client.
 //!
 //! The last line on stdout is machine-readable `key=value` pairs; a summary goes to stderr.
+//!
+//! It builds for every system the server supports. The connection-per-request clients open
+//! their sockets with `socket2`: on Linux (and the other systems that take the flags in
+//! socket(2)) a request costs exactly socket(2) with `SOCK_NONBLOCK | SOCK_CLOEXEC`,
+//! connect(2) and one send; elsewhere the socket is made non-blocking after it is created.
+//! CPU time comes from getrusage(2) on Unix and `GetProcessTimes` on Windows.
 
+use std::io;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +29,8 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use socket2::{Domain, SockAddr, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::{sleep, sleep_until, timeout};
@@ -29,6 +39,10 @@ use tokio::time::{sleep, sleep_until, timeout};
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes of each response kept for checking its header.
 const HEAD: usize = 1024;
+/// Most connections `stall` opens.
+const STALL_MAX_CONNECTIONS: u64 = 60_000;
+/// Longest time `stall` keeps its connections open, in seconds.
+const STALL_MAX_SECONDS: f64 = 3600.0;
 
 #[derive(Debug, Parser)]
 #[command(name = "filefetch-loadgen", version)]
@@ -47,6 +61,8 @@ enum Command {
     Run(RunArgs),
     /// Opens idle connections and holds them open.
     Hold(HoldArgs),
+    /// Requests a file on each of K connections, never reads, and holds them open.
+    Stall(StallArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -95,12 +111,49 @@ struct HoldArgs {
     seconds: f64,
 }
 
+#[derive(Debug, clap::Args)]
+struct StallArgs {
+    /// Server address.
+    #[arg(long)]
+    addr: SocketAddr,
+    /// Connections to open (at most 60,000).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=STALL_MAX_CONNECTIONS))]
+    connections: u64,
+    /// File to request on each connection (a large one, so that the server's sends stall).
+    #[arg(long)]
+    name: String,
+    /// Seconds to hold them once all are open and their requests sent (at most 3600).
+    #[arg(long, default_value_t = 10.0, value_parser = stall_seconds)]
+    seconds: f64,
+    /// Maximum segment size to announce (TCP_MAXSEG, set before connecting; Unix only).
+    /// Over loopback the segments are 64 KiB, and the kernel grows the send buffer of each of
+    /// the server's sockets to as much as 4 MiB; with 1448 (Ethernet's) and a small
+    /// `--recv-buffer` a stalled connection holds about 0.1 MiB of kernel memory instead.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(88..=65495))]
+    mss: Option<u32>,
+    /// Receive buffer to ask for (SO_RCVBUF, set before connecting, so that the window
+    /// offered is small from the start): less of the response waits unread in the kernel.
+    #[arg(long, value_name = "BYTES")]
+    recv_buffer: Option<usize>,
+}
+
+/// A number of seconds for `stall`: positive, at most [`STALL_MAX_SECONDS`].
+fn stall_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= STALL_MAX_SECONDS => Ok(s),
+        _ => Err(format!(
+            "{text:?}: expected seconds, more than 0 and at most {STALL_MAX_SECONDS}"
+        )),
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     let threads = cli.threads.max(1);
     let code = match cli.command {
         Command::Run(args) => run(args, threads),
         Command::Hold(args) => hold(args, threads),
+        Command::Stall(args) => stall(args, threads),
     };
     std::process::exit(code);
 }
@@ -142,6 +195,7 @@ where
 }
 
 /// CPU time used so far by the whole process, all threads included: (user, system).
+#[cfg(unix)]
 fn process_cpu() -> (Duration, Duration) {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: getrusage fills in the rusage it is given; RUSAGE_SELF is a valid `who`.
@@ -155,6 +209,31 @@ fn process_cpu() -> (Duration, Duration) {
             + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
     };
     (tv(usage.ru_utime), tv(usage.ru_stime))
+}
+
+/// CPU time used so far by the whole process, all threads included: (user, system).
+#[cfg(windows)]
+fn process_cpu() -> (Duration, Duration) {
+    use windows_sys::Win32::Foundation::FILETIME;
+    use windows_sys::Win32::System::Threading::{GetCurrentProcess, GetProcessTimes};
+
+    let mut times = [FILETIME {
+        dwLowDateTime: 0,
+        dwHighDateTime: 0,
+    }; 4];
+    let [creation, exit, kernel, user] = &mut times;
+    // SAFETY: GetCurrentProcess returns a pseudo-handle (nothing to close) with the access
+    // GetProcessTimes needs; the four pointers are to distinct live FILETIMEs it fills in.
+    if unsafe { GetProcessTimes(GetCurrentProcess(), creation, exit, kernel, user) } == 0 {
+        return (Duration::ZERO, Duration::ZERO);
+    }
+    // 100-nanosecond units.
+    let d = |t: &FILETIME| {
+        Duration::from_nanos(
+            ((u64::from(t.dwHighDateTime) << 32) | u64::from(t.dwLowDateTime)).saturating_mul(100),
+        )
+    };
+    (d(user), d(kernel))
 }
 
 /// What one client task measured.
@@ -361,7 +440,7 @@ async fn client(
         latencies: Vec::with_capacity(1 << 16),
         ..Tally::default()
     };
-    let peer = Peer::new(addr);
+    let peer = Peer::new(addr, SocketOptions::default());
     let mut buf = vec![0u8; 64 * 1024];
     let mut head = Vec::with_capacity(HEAD);
     // One timer for all of this client's requests, re-armed lazily rather than set and
@@ -410,24 +489,7 @@ async fn one_request(
     buf: &mut [u8],
     head: &mut Vec<u8>,
 ) -> Result<(), String> {
-    let (stream, sent) = peer.connect_and_send(request)?;
-    let mut stream = TcpStream::from_std(stream).map_err(|e| format!("register: {e}"))?;
-    if sent < request.len() {
-        if sent == 0 {
-            // Still connecting: wait for the outcome.
-            stream
-                .writable()
-                .await
-                .map_err(|e| format!("connect: {e}"))?;
-            if let Some(e) = stream.take_error().map_err(|e| format!("connect: {e}"))? {
-                return Err(format!("connect: {e}"));
-            }
-        }
-        stream
-            .write_all(&request[sent..])
-            .await
-            .map_err(|e| format!("send: {e}"))?;
-    }
+    let mut stream = connect_and_request(peer, request).await?;
     head.clear();
     let mut total = 0u64;
     loop {
@@ -477,32 +539,112 @@ async fn one_request(
     }
 }
 
-/// The server's address, ready for connect(2).
-enum Peer {
-    V4(libc::sockaddr_in),
-    V6(libc::sockaddr_in6),
+/// Opens a connection to `peer` and sends all of `request` on it.
+async fn connect_and_request(peer: &Peer, request: &[u8]) -> Result<TcpStream, String> {
+    let (stream, sent) = peer.connect_and_send(request)?;
+    let mut stream = TcpStream::from_std(stream).map_err(|e| format!("register: {e}"))?;
+    if sent < request.len() {
+        if sent == 0 {
+            // Still connecting: wait for the outcome.
+            stream
+                .writable()
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            if let Some(e) = stream.take_error().map_err(|e| format!("connect: {e}"))? {
+                return Err(format!("connect: {e}"));
+            }
+        }
+        stream
+            .write_all(&request[sent..])
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+    }
+    Ok(stream)
+}
+
+/// The server's address, ready for connect(2), and how to open a socket for it.
+struct Peer {
+    addr: SockAddr,
+    domain: Domain,
+    /// Options to set before connecting (`stall`).
+    options: SocketOptions,
+}
+
+/// Socket options set before connecting (none for `run`).
+#[derive(Debug, Clone, Copy, Default)]
+struct SocketOptions {
+    /// TCP_MAXSEG.
+    mss: Option<u32>,
+    /// SO_RCVBUF.
+    recv_buffer: Option<usize>,
+}
+
+/// A new non-blocking TCP socket, close-on-exec (not inherited, on Windows), in one
+/// socket(2) call where the system takes the flags there.
+#[cfg(any(
+    target_os = "android",
+    target_os = "dragonfly",
+    target_os = "freebsd",
+    target_os = "fuchsia",
+    target_os = "illumos",
+    target_os = "linux",
+    target_os = "netbsd",
+    target_os = "openbsd",
+))]
+fn new_socket(domain: Domain) -> io::Result<Socket> {
+    Socket::new_raw(domain, Type::STREAM.nonblocking().cloexec(), None)
+}
+
+/// A new non-blocking TCP socket, close-on-exec (not inherited, on Windows), in one
+/// socket(2) call where the system takes the flags there.
+#[cfg(not(any(
+    target_os = "android",
+    target_os = "dragonfly",
+    target_os = "freebsd",
+    target_os = "fuchsia",
+    target_os = "illumos",
+    target_os = "linux",
+    target_os = "netbsd",
+    target_os = "openbsd",
+)))]
+fn new_socket(domain: Domain) -> io::Result<Socket> {
+    // Sets close-on-exec (no inheritance on Windows, SO_NOSIGPIPE on Apple systems) itself.
+    let socket = Socket::new(domain, Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+/// Whether connect(2) on a non-blocking socket has started the handshake and left it under
+/// way.
+#[cfg(unix)]
+fn connect_in_progress(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EINPROGRESS)
+}
+
+/// Whether connect on a non-blocking socket has started the handshake and left it under
+/// way (WSAEWOULDBLOCK).
+#[cfg(windows)]
+fn connect_in_progress(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+#[cfg(unix)]
+fn set_mss(socket: &Socket, mss: u32) -> io::Result<()> {
+    socket.set_tcp_mss(mss)
+}
+
+/// Windows has no TCP_MAXSEG to set before connecting: the option is ignored there.
+#[cfg(windows)]
+fn set_mss(_socket: &Socket, _mss: u32) -> io::Result<()> {
+    Ok(())
 }
 
 impl Peer {
-    fn new(addr: SocketAddr) -> Peer {
-        match addr {
-            SocketAddr::V4(a) => Peer::V4(libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            }),
-            SocketAddr::V6(a) => Peer::V6(libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo().to_be(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            }),
+    fn new(addr: SocketAddr, options: SocketOptions) -> Peer {
+        Peer {
+            addr: SockAddr::from(addr),
+            domain: Domain::for_address(addr),
+            options,
         }
     }
 
@@ -513,43 +655,33 @@ impl Peer {
     /// caller waits for it.
     fn connect_and_send(&self, request: &[u8]) -> Result<(std::net::TcpStream, usize), String> {
         use std::io::{ErrorKind, Write};
-        use std::os::fd::{FromRawFd, OwnedFd};
 
-        let (family, sa, len) = match self {
-            Peer::V4(sa) => (
-                libc::AF_INET,
-                (sa as *const libc::sockaddr_in).cast::<libc::sockaddr>(),
-                std::mem::size_of::<libc::sockaddr_in>(),
-            ),
-            Peer::V6(sa) => (
-                libc::AF_INET6,
-                (sa as *const libc::sockaddr_in6).cast::<libc::sockaddr>(),
-                std::mem::size_of::<libc::sockaddr_in6>(),
-            ),
+        let socket = new_socket(self.domain).map_err(|e| format!("socket: {e}"))?;
+        if let Some(mss) = self.options.mss {
+            set_mss(&socket, mss).map_err(|e| format!("TCP_MAXSEG: {e}"))?;
+        }
+        if let Some(size) = self.options.recv_buffer {
+            socket
+                .set_recv_buffer_size(size)
+                .map_err(|e| format!("SO_RCVBUF: {e}"))?;
+        }
+        let connecting = match socket.connect(&self.addr) {
+            Ok(()) => false,
+            Err(e) if connect_in_progress(&e) => true,
+            Err(e) => return Err(format!("connect: {e}")),
         };
-        let flags = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-        // SAFETY: a plain socket(2) call; its result is checked before use.
-        let fd = unsafe { libc::socket(family, flags, 0) };
-        if fd < 0 {
-            return Err(format!("socket: {}", std::io::Error::last_os_error()));
-        }
-        // SAFETY: `fd` is a new descriptor that nothing else owns.
-        let stream = std::net::TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        // SAFETY: `sa` points to a live sockaddr of the family and the size passed.
-        if unsafe { libc::connect(fd, sa, len as libc::socklen_t) } != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EINPROGRESS) {
-                return Err(format!("connect: {e}"));
-            }
-        }
+        let stream = std::net::TcpStream::from(socket);
         match (&stream).write(request) {
             Ok(n) => Ok((stream, n)),
             Err(e) if e.kind() == ErrorKind::WouldBlock => Ok((stream, 0)),
+            // Where the system refuses data on a socket still connecting.
+            Err(e) if connecting && e.kind() == ErrorKind::NotConnected => Ok((stream, 0)),
             // A connection that failed reports it on the first send.
-            Err(e) => match e.raw_os_error() {
-                Some(
-                    libc::ECONNREFUSED | libc::ETIMEDOUT | libc::EHOSTUNREACH | libc::ENETUNREACH,
-                ) => Err(format!("connect: {e}")),
+            Err(e) => match e.kind() {
+                ErrorKind::ConnectionRefused
+                | ErrorKind::TimedOut
+                | ErrorKind::HostUnreachable
+                | ErrorKind::NetworkUnreachable => Err(format!("connect: {e}")),
                 _ => Err(format!("send: {e}")),
             },
         }
@@ -639,5 +771,117 @@ fn hold(args: HoldArgs, threads: usize) -> i32 {
         }
     }
     println!("still_open={still}");
+    0
+}
+
+fn stall(args: StallArgs, threads: usize) -> i32 {
+    let name = args.name.as_bytes();
+    let Ok(len) = u16::try_from(name.len()) else {
+        eprintln!("name too long");
+        return 2;
+    };
+    let mut request = vec![0x49, 0x7E, 1];
+    request.extend_from_slice(&len.to_be_bytes());
+    request.extend_from_slice(name);
+    let request: Arc<[u8]> = request.into();
+    #[cfg(windows)]
+    if args.mss.is_some() {
+        eprintln!("--mss is ignored on Windows");
+    }
+    let connections = usize::try_from(args.connections).unwrap_or(usize::MAX);
+
+    // Connect in waves (256 at a time over all threads) so the listen backlog is not overrun.
+    let gate = Arc::new(Semaphore::new(256));
+    let (deadline_tx, deadline_rx) = watch::channel(None::<tokio::time::Instant>);
+    let (open_tx, open_rx) = mpsc::channel::<(usize, Option<String>)>();
+    let handles = spawn_threads(threads, {
+        let addr = args.addr;
+        let options = SocketOptions {
+            mss: args.mss,
+            recv_buffer: args.recv_buffer,
+        };
+        move |i| async move {
+            let n = share(connections, threads, i);
+            let mut tasks = Vec::with_capacity(n);
+            for _ in 0..n {
+                let (gate, request) = (gate.clone(), request.clone());
+                tasks.push(tokio::spawn(async move {
+                    let _permit = gate.acquire().await.map_err(|e| e.to_string())?;
+                    let peer = Peer::new(addr, options);
+                    timeout(
+                        Duration::from_secs(10),
+                        connect_and_request(&peer, &request),
+                    )
+                    .await
+                    .map_err(|_| "connect and send: timed out".to_owned())?
+                }));
+            }
+            let mut streams = Vec::with_capacity(n);
+            let mut first_error = None;
+            for t in tasks {
+                match t.await {
+                    Ok(Ok(s)) => streams.push(s),
+                    Ok(Err(e)) => {
+                        first_error.get_or_insert(e);
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(e.to_string());
+                    }
+                }
+            }
+            let _ = open_tx.send((streams.len(), first_error));
+            drop(open_tx);
+            let mut deadline = deadline_rx;
+            let Ok(until) = deadline.wait_for(Option::is_some).await.map(|d| *d) else {
+                return 0;
+            };
+            // Nothing is ever read. The runtime keeps polling the connections meanwhile, so
+            // the readiness checked below shows the ones the server reset or closed (data
+            // the server sent is waiting unread on every one of them).
+            sleep_until(until.expect("waited for a deadline")).await;
+            let mut still = 0;
+            for s in &streams {
+                let closed = match timeout(Duration::ZERO, s.ready(Interest::READABLE)).await {
+                    Ok(Ok(ready)) => ready.is_read_closed() || ready.is_error(),
+                    Ok(Err(_)) => true,
+                    Err(_) => false,
+                };
+                if !closed && matches!(s.take_error(), Ok(None)) {
+                    still += 1;
+                }
+            }
+            still
+        }
+    });
+    let mut open = 0;
+    for (n, error) in open_rx.iter().take(threads) {
+        open += n;
+        if let Some(e) = error {
+            eprintln!("first error: {e}");
+        }
+    }
+    println!("open={open}");
+    eprintln!(
+        "{open} of {} connections open, each with its request sent and nothing read",
+        args.connections
+    );
+    deadline_tx.send_replace(Some(
+        tokio::time::Instant::now() + Duration::from_secs_f64(args.seconds),
+    ));
+    let mut still = 0;
+    for h in handles {
+        match h.join() {
+            Ok(n) => still += n,
+            Err(_) => {
+                eprintln!("a thread failed");
+                return 1;
+            }
+        }
+    }
+    eprintln!("{still} still open after {} s", args.seconds);
+    println!(
+        "connections={} open={open} still_open={still}",
+        args.connections
+    );
     0
 }

@@ -5,6 +5,7 @@
 //!
 //! 20,000 fetches by default; `SOAK_FETCHES=200000 cargo test -p filefetch-cli --test soak
 //! -- --nocapture` (or more) for a longer run.
+// The server's memory and descriptors are read from /proc/PID: Linux only.
 #![cfg(target_os = "linux")]
 
 #[allow(dead_code)]

@@ -29,10 +29,7 @@ enum Inner {
 
 impl From<sys::Accepted> for Sock {
     fn from(accepted: sys::Accepted) -> Sock {
-        match accepted {
-            sys::Accepted::Plain(s) => Sock(Inner::Plain(s)),
-            sys::Accepted::Registered(s) => Sock(Inner::Registered(s)),
-        }
+        Sock(Inner::Plain(accepted.0))
     }
 }
 

@@ -3,7 +3,6 @@
 //! file (partial or temporary) behind and never touches an existing file, even one the
 //! fetch was allowed to overwrite. Server side: the file shrinks, grows or is replaced by a
 //! link while it is being sent, and the root directory moves or disappears.
-#![cfg(unix)]
 
 mod support;
 
@@ -370,7 +369,10 @@ fn file_replaced_by_an_outside_link_mid_request() {
         let outside = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(outside.path(), b"outside the root").unwrap();
         let link = server.root.path().join(".victim-link");
-        std::os::unix::fs::symlink(outside.path(), &link).unwrap();
+        if !support::symlink_file(outside.path(), &link) {
+            println!("SKIPPED file_replaced_by_an_outside_link_mid_request: no symbolic links");
+            return;
+        }
         let out = tempfile::tempdir().unwrap();
         let got = fetch_changing(&server, "victim.bin", out.path(), || {
             std::fs::rename(&link, &path).unwrap();
@@ -391,6 +393,9 @@ fn file_replaced_by_an_outside_link_mid_request() {
 /// The root directory is renamed: the server keeps serving the directory it opened (not a
 /// new one put at the old path). It is then deleted: every request gets StatusCode 0, and
 /// the server keeps answering and stops cleanly.
+// Not on Windows: there the root's place is read from its open handle at each request, and
+// Wine's directory handles keep their old path after a rename (Windows' follow it).
+#[cfg(unix)]
 #[test]
 fn root_directory_moved_then_removed() {
     for portable in [false, true] {

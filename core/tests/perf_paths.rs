@@ -191,6 +191,7 @@ fn server_reads_a_request_that_arrives_in_pieces() {
 }
 
 /// Segments the client has received on `s`: (all, those carrying data).
+// TCP_INFO's segment counts are Linux's.
 #[cfg(target_os = "linux")]
 fn segments_in(s: &std::net::TcpStream) -> (u32, u32) {
     use std::os::fd::AsRawFd;
@@ -212,6 +213,7 @@ fn segments_in(s: &std::net::TcpStream) -> (u32, u32) {
     (info.tcpi_segs_in, info.tcpi_data_segs_in)
 }
 
+// Counts segments with TCP_INFO, and the server clears TCP_QUICKACK: both Linux only.
 #[cfg(target_os = "linux")]
 #[test]
 fn the_response_acknowledges_the_request() {

@@ -1,21 +1,36 @@
 /*
- * Shared helpers of the C test programs: checks that count passes and failures, and small
- * file-system utilities. Include it first: it selects the POSIX feature level.
+ * Shared helpers of the C test programs: checks that count passes and failures, small
+ * file-system utilities, and the few system calls the tests make (sockets, sleeping, a
+ * clock) in a form that builds both on POSIX systems and on Windows (mingw-w64). Include it
+ * first: it selects the POSIX feature level, or the Windows headers.
  */
 #ifndef FILEFETCH_TEST_CHECK_H
 #define FILEFETCH_TEST_CHECK_H
 
+#ifdef _WIN32
+#define WIN32_LEAN_AND_MEAN
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#include <windows.h>
+#include <direct.h>
+#else
 #define _POSIX_C_SOURCE 200809L
 #define _XOPEN_SOURCE 700
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+#endif
 
 #include <dirent.h>
 #include <errno.h>
-#include <ftw.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
+#include <time.h>
 
 #include "filefetch.h"
 
@@ -52,8 +67,29 @@ static inline int report(const char *program) {
     return checks_failed == 0 ? 0 : 1;
 }
 
-/* A fresh private directory under $TMPDIR (or /tmp); the path is written into `buf`. */
+/* A fresh private directory under $TMPDIR or /tmp (on Windows under %TEMP%); the path is
+ * written into `buf`. */
 static inline int make_temp_dir(char *buf, size_t size) {
+#ifdef _WIN32
+    const char *base = getenv("TEMP");
+    if (base == NULL || base[0] == '\0') {
+        base = ".";
+    }
+    /* No mkdtemp: try names made of the process id and a counter until one is new. */
+    for (unsigned attempt = 0; attempt < 1000; attempt++) {
+        if ((size_t)snprintf(buf, size, "%s\\filefetch-c-%lu-%u", base,
+                             (unsigned long)GetCurrentProcessId(), attempt) >= size) {
+            return -1;
+        }
+        if (_mkdir(buf) == 0) {
+            return 0;
+        }
+        if (errno != EEXIST) {
+            return -1;
+        }
+    }
+    return -1;
+#else
     const char *base = getenv("TMPDIR");
     if (base == NULL || base[0] == '\0') {
         base = "/tmp";
@@ -62,6 +98,7 @@ static inline int make_temp_dir(char *buf, size_t size) {
         return -1;
     }
     return mkdtemp(buf) == NULL ? -1 : 0;
+#endif
 }
 
 static inline void join_path(char *buf, size_t size, const char *dir, const char *name) {
@@ -117,9 +154,18 @@ static inline int file_equals(const char *path, const void *data, size_t len) {
     return same;
 }
 
+/* The entry itself, not what a symbolic link points to (Windows has no lstat). */
+static inline int stat_entry(const char *path, struct stat *st) {
+#ifdef _WIN32
+    return stat(path, st);
+#else
+    return lstat(path, st);
+#endif
+}
+
 static inline int path_exists(const char *path) {
     struct stat st;
-    return lstat(path, &st) == 0;
+    return stat_entry(path, &st) == 0;
 }
 
 /* Number of entries in a directory besides "." and "..": to see nothing was left behind. */
@@ -139,16 +185,121 @@ static inline int count_entries(const char *dir) {
     return count;
 }
 
-static inline int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
+/* Removes a directory tree (the test's temporary directory), without following links. */
+static inline void remove_tree(const char *dir) {
+    DIR *d = opendir(dir);
+    if (d != NULL) {
+        struct dirent *entry;
+        while ((entry = readdir(d)) != NULL) {
+            if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0) {
+                continue;
+            }
+            char path[4096];
+            struct stat st;
+            join_path(path, sizeof path, dir, entry->d_name);
+            if (stat_entry(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+                remove_tree(path);
+            } else {
+                remove(path);
+            }
+        }
+        closedir(d);
+    }
+#ifdef _WIN32
+    _rmdir(dir);
+#else
+    rmdir(dir);
+#endif
 }
 
-/* Removes a directory tree (the test's temporary directory). */
-static inline void remove_tree(const char *dir) {
-    nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+/* --- sockets, sleeping and a clock, the same on POSIX and on Windows ------------------ */
+
+#ifdef _WIN32
+typedef SOCKET socket_t;
+#define NO_SOCKET INVALID_SOCKET
+/* Windows has no SIGPIPE: a send on a closed connection fails with an error. */
+#define MSG_NOSIGNAL 0
+#else
+typedef int socket_t;
+#define NO_SOCKET (-1)
+#endif
+
+/* Starts the socket library (WSAStartup on Windows); call once before the first socket. */
+static inline int sockets_init(void) {
+#ifdef _WIN32
+    WSADATA wsa;
+    return WSAStartup(MAKEWORD(2, 2), &wsa) == 0 ? 0 : -1;
+#else
+    return 0;
+#endif
+}
+
+static inline void close_socket(socket_t s) {
+#ifdef _WIN32
+    closesocket(s);
+#else
+    close(s);
+#endif
+}
+
+/* send(2) and recv(2) on byte buffers; the count transferred, or -1. */
+static inline long socket_send(socket_t s, const void *data, size_t len, int flags) {
+#ifdef _WIN32
+    return send(s, (const char *)data, (int)(len > INT32_MAX ? INT32_MAX : len), flags);
+#else
+    return (long)send(s, data, len, flags);
+#endif
+}
+
+static inline long socket_recv(socket_t s, void *buf, size_t len) {
+#ifdef _WIN32
+    return recv(s, (char *)buf, (int)(len > INT32_MAX ? INT32_MAX : len), 0);
+#else
+    return (long)recv(s, buf, len, 0);
+#endif
+}
+
+/* Bounds every receive on `s` to `seconds` (SO_RCVTIMEO: a timeval, or milliseconds). */
+static inline int socket_recv_timeout(socket_t s, int seconds) {
+#ifdef _WIN32
+    DWORD ms = (DWORD)seconds * 1000;
+    return setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, (const char *)&ms, sizeof ms);
+#else
+    struct timeval tv = {seconds, 0};
+    return setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+#endif
+}
+
+/* Sets the receive buffer size (SO_RCVBUF). */
+static inline int socket_recv_buffer(socket_t s, int bytes) {
+#ifdef _WIN32
+    return setsockopt(s, SOL_SOCKET, SO_RCVBUF, (const char *)&bytes, sizeof bytes);
+#else
+    return setsockopt(s, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
+#endif
+}
+
+static inline void sleep_ms(unsigned ms) {
+#ifdef _WIN32
+    Sleep(ms);
+#else
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+#endif
+}
+
+/* Seconds on a monotonic clock, for measuring how long something took. */
+static inline double monotonic_seconds(void) {
+#ifdef _WIN32
+    LARGE_INTEGER count, frequency;
+    QueryPerformanceCounter(&count);
+    QueryPerformanceFrequency(&frequency);
+    return (double)count.QuadPart / (double)frequency.QuadPart;
+#else
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+#endif
 }
 
 #endif

@@ -5,11 +5,7 @@
  */
 #include "check.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <pthread.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 
 /* What a fake server does after reading the request. */
 enum fake_mode {
@@ -22,16 +18,16 @@ enum fake_mode {
 };
 
 struct fake_server {
-    int listener;
+    socket_t listener;
     uint16_t port;
     enum fake_mode mode;
     pthread_t thread;
 };
 
-static void send_all(int fd, const void *data, size_t len) {
+static void send_all(socket_t fd, const void *data, size_t len) {
     const char *p = data;
     while (len > 0) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        long n = socket_send(fd, p, len, MSG_NOSIGNAL);
         if (n <= 0) {
             return;
         }
@@ -42,17 +38,16 @@ static void send_all(int fd, const void *data, size_t len) {
 
 static void *fake_serve(void *arg) {
     struct fake_server *fake = arg;
-    int conn = accept(fake->listener, NULL, NULL);
-    if (conn < 0) {
+    socket_t conn = accept(fake->listener, NULL, NULL);
+    if (conn == NO_SOCKET) {
         return NULL;
     }
     /* Every wait bounded: at most 10 s for anything from the client. */
-    struct timeval tv = {10, 0};
-    setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    socket_recv_timeout(conn, 10);
     unsigned char request[5 + 1024];
     size_t got = 0, want = 5;
     while (got < want) {
-        ssize_t n = recv(conn, request + got, want - got, 0);
+        long n = socket_recv(conn, request + got, want - got);
         if (n <= 0) {
             break;
         }
@@ -84,11 +79,11 @@ static void *fake_serve(void *arg) {
         break;
     case FAKE_SILENT:
         /* Returns when the client closes (or after the 10 s bound). */
-        while (recv(conn, sink, sizeof sink, 0) > 0) {
+        while (socket_recv(conn, sink, sizeof sink) > 0) {
         }
         break;
     }
-    close(conn);
+    close_socket(conn);
     return NULL;
 }
 
@@ -101,7 +96,7 @@ static int fake_start(struct fake_server *fake, enum fake_mode mode) {
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     fake->mode = mode;
     fake->listener = socket(AF_INET, SOCK_STREAM, 0);
-    if (fake->listener < 0 || bind(fake->listener, (struct sockaddr *)&addr, sizeof addr) != 0 ||
+    if (fake->listener == NO_SOCKET || bind(fake->listener, (struct sockaddr *)&addr, sizeof addr) != 0 ||
         listen(fake->listener, 4) != 0 ||
         getsockname(fake->listener, (struct sockaddr *)&addr, &addr_len) != 0) {
         return -1;
@@ -112,18 +107,18 @@ static int fake_start(struct fake_server *fake, enum fake_mode mode) {
 
 static void fake_finish(struct fake_server *fake) {
     pthread_join(fake->thread, NULL);
-    close(fake->listener);
+    close_socket(fake->listener);
 }
 
 /* A bound but not listening socket: connecting to its port is refused. */
-static int closed_port(int *fd, uint16_t *port) {
+static int closed_port(socket_t *fd, uint16_t *port) {
     struct sockaddr_in addr;
     socklen_t addr_len = sizeof addr;
     memset(&addr, 0, sizeof addr);
     addr.sin_family = AF_INET;
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     *fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (*fd < 0 || bind(*fd, (struct sockaddr *)&addr, sizeof addr) != 0 ||
+    if (*fd == NO_SOCKET || bind(*fd, (struct sockaddr *)&addr, sizeof addr) != 0 ||
         getsockname(*fd, (struct sockaddr *)&addr, &addr_len) != 0) {
         return -1;
     }
@@ -167,6 +162,7 @@ static int interrupt_after_three(void *user_data) {
 
 int main(void) {
     char root[512], out[512], path[1024], other[1024];
+    CHECK(sockets_init() == 0);
     CHECK(make_temp_dir(root, sizeof root) == 0);
     CHECK(make_temp_dir(out, sizeof out) == 0);
     static unsigned char content[256 * 1024];
@@ -297,13 +293,15 @@ int main(void) {
     filefetch_server_options_free(bad_options);
 
     /* CONNECTION: nothing listens on the port. */
-    int closed_fd = -1;
+    socket_t closed_fd = NO_SOCKET;
     uint16_t closed = 0;
     CHECK(closed_port(&closed_fd, &closed) == 0);
     CHECK_STATUS(filefetch_fetch("127.0.0.1", closed, "data.bin", options, &size),
                  FILEFETCH_STATUS_CONNECTION);
     CHECK(size == 777);
-    close(closed_fd);
+    if (closed_fd != NO_SOCKET) {
+        close_socket(closed_fd);
+    }
 
     /* The misbehaving servers; short timeouts keep the silent one quick. */
     CHECK_STATUS(filefetch_fetch_options_set_timeout_ms(options, 300), FILEFETCH_STATUS_OK);

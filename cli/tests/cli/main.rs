@@ -2,6 +2,7 @@
 //! that produces it, and signals.
 
 mod errors;
+// SIGINT and SIGTERM are Unix signals.
 #[cfg(unix)]
 mod signals;
 mod support;

@@ -56,6 +56,8 @@ impl Running {
         }
     }
 
+    // Only the signal tests (Unix) need it.
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -336,6 +338,7 @@ pub fn send(stream: &mut TcpStream, bytes: &[u8]) {
 }
 
 /// Waits (at most [`PATIENCE`]) until `dir` holds an entry whose name matches `pred`.
+#[cfg_attr(not(unix), allow(dead_code))]
 pub fn wait_for_entry(dir: &Path, pred: impl Fn(&str) -> bool) -> PathBuf {
     let deadline = Instant::now() + PATIENCE;
     loop {

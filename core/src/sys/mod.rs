@@ -10,7 +10,7 @@
 //! | sending a large file | `sendfile(2)` | `sendfile(2)` | buffered | buffered |
 //! | holding the last write for the FIN | `MSG_MORE` | - | - | - |
 //! | receiving into a file | `splice(2)` through a pipe | buffered | buffered | buffered |
-//! | accepting | `accept4(SOCK_NONBLOCK)` | `accept`, then non-blocking | same | tokio's listener |
+//! | accepting | `accept4(SOCK_NONBLOCK)` | `accept`, then non-blocking | same | tokio's listener, then non-blocking |
 //! | a cached file still linked | link count | link count | link count | link count and delete-pending |
 //!
 //! Each fast path has a portable fallback that is compiled on every system and used where
@@ -68,15 +68,9 @@ pub(crate) use portable::{sendfile, SENDFILE};
 pub(crate) const CAN_REPLACE_OPEN_FILES: bool = cfg!(not(windows));
 
 /// An accepted connection: a plain non-blocking socket the event loop does not know yet (a
-/// connection registers only if it has to wait), or, where the system's listener hands them
-/// out so, one the event loop already knows.
+/// connection registers only if it has to wait).
 #[derive(Debug)]
-pub(crate) enum Accepted {
-    #[cfg_attr(windows, allow(dead_code))]
-    Plain(std::net::TcpStream),
-    #[cfg_attr(unix, allow(dead_code))]
-    Registered(tokio::net::TcpStream),
-}
+pub(crate) struct Accepted(pub(crate) std::net::TcpStream);
 
 /// What the cache needs to know of an open file: whether it is still the file its name
 /// leads to, and whether its content may have changed.

@@ -218,7 +218,7 @@ fn accept_nonblocking(listener: &std::net::TcpListener) -> io::Result<(Accepted,
     let peer = addr
         .as_socket()
         .ok_or_else(|| io::Error::other("peer address is not an IP address"))?;
-    Ok((Accepted::Plain(socket.into()), peer))
+    Ok((Accepted(socket.into()), peer))
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
@@ -226,5 +226,5 @@ fn accept_nonblocking(listener: &std::net::TcpListener) -> io::Result<(Accepted,
     let (stream, peer) = listener.accept()?;
     stream.set_nonblocking(true)?;
     let _ = stream.set_nodelay(true);
-    Ok((Accepted::Plain(stream), peer))
+    Ok((Accepted(stream), peer))
 }

@@ -13,12 +13,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use socket2::Socket;
+use windows_sys::Win32::Foundation::ERROR_MORE_DATA;
 use windows_sys::Win32::Networking::WinSock::{WSAPoll, POLLWRNORM, WSAPOLLFD};
 use windows_sys::Win32::Storage::FileSystem::{
-    FileBasicInfo, FileStandardInfo, GetFileInformationByHandleEx, GetFinalPathNameByHandleW,
+    FileBasicInfo, FileNameInfo, FileStandardInfo, GetFileInformationByHandle,
+    GetFileInformationByHandleEx, GetFinalPathNameByHandleW, BY_HANDLE_FILE_INFORMATION,
     FILE_BASIC_INFO, FILE_FLAG_BACKUP_SEMANTICS, FILE_FLAG_OPEN_REPARSE_POINT,
     FILE_NAME_NORMALIZED, FILE_SHARE_DELETE, FILE_SHARE_READ, FILE_SHARE_WRITE, FILE_STANDARD_INFO,
-    VOLUME_NAME_DOS,
+    VOLUME_NAME_DOS, VOLUME_NAME_NONE,
 };
 
 use super::{Accepted, FileState};
@@ -71,7 +73,7 @@ pub(crate) fn open_walk(root: &RootDir, name: &str) -> Result<File, OpenError> {
 }
 
 fn open_checked(root: &RootDir, name: &str) -> Result<File, OpenError> {
-    let base = final_path(&root.0)?;
+    let base = final_path(&root.0, VOLUME_NAME_DOS)?;
     let path = base.join(name.split('/').collect::<PathBuf>());
     let file = match OpenOptions::new()
         .read(true)
@@ -90,11 +92,71 @@ fn open_checked(root: &RootDir, name: &str) -> Result<File, OpenError> {
     if meta.file_type().is_symlink() || meta.is_dir() {
         return Err(OpenError::NotRegular);
     }
-    let opened = final_path(&file)?;
-    if !same_relative(&base, &opened, name) {
+    // Compared within the volume (paths from its root), on the same volume.
+    let (root_at, file_at) = (located(&root.0)?, located(&file)?);
+    if root_at.volume != file_at.volume || !same_relative(&root_at.path, &file_at.path, name) {
         return Err(OpenError::Escapes);
     }
     Ok(file)
+}
+
+/// Where a handle's file is: its volume, and its path from the volume's root (`\dir\f.txt`).
+struct Located {
+    volume: u32,
+    path: PathBuf,
+}
+
+fn located(file: &File) -> io::Result<Located> {
+    let path = match final_path(file, VOLUME_NAME_NONE) {
+        // Wine's GetFinalPathNameByHandleW fails so for any path longer than MAX_PATH,
+        // whatever the buffer; the file name information is the same path there.
+        Err(e) if e.raw_os_error() == Some(ERROR_MORE_DATA as i32) => volume_path(file)?,
+        other => other?,
+    };
+    let mut info = MaybeUninit::<BY_HANDLE_FILE_INFORMATION>::zeroed();
+    // SAFETY: the handle is open for the call; `info` is writable for the structure.
+    if unsafe { GetFileInformationByHandle(file.as_raw_handle(), info.as_mut_ptr()) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the call succeeded and filled the structure (zeroed is a valid value anyway).
+    let volume = unsafe { info.assume_init() }.dwVolumeSerialNumber;
+    Ok(Located { volume, path })
+}
+
+/// The file's path from its volume's root, from the file name information.
+fn volume_path(file: &File) -> io::Result<PathBuf> {
+    // FILE_NAME_INFO: a u32 length in bytes, then that many bytes of UTF-16.
+    let mut buf = vec![0u32; 16 * 1024];
+    let size = u32::try_from(buf.len() * 4).unwrap_or(u32::MAX);
+    // SAFETY: the handle is open for the call; `buf` is writable for `size` bytes and
+    // aligned for FILE_NAME_INFO.
+    let ok = unsafe {
+        GetFileInformationByHandleEx(
+            file.as_raw_handle(),
+            FileNameInfo,
+            buf.as_mut_ptr().cast(),
+            size,
+        )
+    };
+    if ok == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let bytes = usize::try_from(buf[0]).unwrap_or(usize::MAX);
+    let words: Vec<u16> = buf[1..]
+        .iter()
+        .flat_map(|w| {
+            let b = w.to_ne_bytes();
+            [
+                u16::from_ne_bytes([b[0], b[1]]),
+                u16::from_ne_bytes([b[2], b[3]]),
+            ]
+        })
+        .take(bytes / 2)
+        .collect();
+    if words.len() * 2 != bytes {
+        return Err(io::Error::other("file name information cut short"));
+    }
+    Ok(PathBuf::from(OsString::from_wide(&words)))
 }
 
 /// Whether `opened` is `base`, a separator, and `name` (its `/` as `\`), compared without
@@ -113,8 +175,9 @@ fn same_relative(base: &Path, opened: &Path, name: &str) -> bool {
     rest.to_lowercase() == name.replace('/', "\\").to_lowercase()
 }
 
-/// Where the handle's file is now, as `\\?\C:\...`, links and short names resolved.
-fn final_path(file: &File) -> io::Result<PathBuf> {
+/// Where the handle's file is now (`\\?\C:\...` with `VOLUME_NAME_DOS`, `\...` with
+/// `VOLUME_NAME_NONE`), links and short names resolved.
+fn final_path(file: &File, volume: u32) -> io::Result<PathBuf> {
     let mut buf = vec![0u16; 512];
     loop {
         let capacity = u32::try_from(buf.len()).unwrap_or(u32::MAX);
@@ -124,7 +187,7 @@ fn final_path(file: &File) -> io::Result<PathBuf> {
                 file.as_raw_handle(),
                 buf.as_mut_ptr(),
                 capacity,
-                FILE_NAME_NORMALIZED | VOLUME_NAME_DOS,
+                FILE_NAME_NORMALIZED | volume,
             )
         };
         let n = n as usize;
@@ -224,7 +287,10 @@ pub(crate) fn wait_writable(socket: &Socket, timeout: Duration) -> io::Result<bo
 /// No SIGPIPE on Windows: a write to a closed connection fails with an error.
 pub(crate) fn block_sigpipe() {}
 
-/// The listening socket, through tokio's listener: accepted sockets arrive registered.
+/// The listening socket, through tokio's listener. Accepted sockets leave the event loop
+/// again (as plain non-blocking sockets), so that the request is read with a plain `recv`
+/// straight away, as elsewhere, rather than after a readiness event: a connection registers
+/// again only if it has to wait.
 #[derive(Debug)]
 pub(crate) struct Listener(tokio::net::TcpListener);
 
@@ -242,7 +308,9 @@ impl Listener {
                 Err(e) => return Err(e),
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    return Ok((Accepted::Registered(stream), peer));
+                    let stream = stream.into_std()?;
+                    stream.set_nonblocking(true)?;
+                    return Ok((Accepted(stream), peer));
                 }
             }
         }
@@ -259,42 +327,38 @@ fn millis(d: Duration) -> i32 {
 mod tests {
     use super::*;
 
-    /// The decision the final-path check makes, for the paths Windows reports for what a
-    /// name opened: the root's, then exactly the name; anything else is refused.
+    /// The decision the final-path check makes, for the paths (from the volume's root)
+    /// Windows reports for what a name opened: the root's, then exactly the name; anything
+    /// else is refused.
     #[test]
     fn opened_file_must_be_the_root_then_the_name() {
-        let root = Path::new(r"\\?\C:\srv\files");
+        let root = Path::new(r"\srv\files");
         let ok = |opened: &str, name: &str| same_relative(root, Path::new(opened), name);
-        assert!(ok(r"\\?\C:\srv\files\a.txt", "a.txt"));
-        assert!(ok(r"\\?\C:\srv\files\sub dir\b.txt", "sub dir/b.txt"));
+        assert!(ok(r"\srv\files\a.txt", "a.txt"));
+        assert!(ok(r"\srv\files\sub dir\b.txt", "sub dir/b.txt"));
         // Windows matches names without regard to case, and so does the check.
-        assert!(ok(r"\\?\c:\SRV\Files\A.TXT", "a.txt"));
-        assert!(ok("\\\\?\\C:\\srv\\files\\\u{c4}b.txt", "\u{e4}b.txt"));
+        assert!(ok(r"\SRV\Files\A.TXT", "a.txt"));
+        assert!(ok("\\srv\\files\\\u{c4}b.txt", "\u{e4}b.txt"));
         // A link (or junction) out of the root: the handle is on the target.
-        assert!(!ok(r"\\?\C:\Windows\win.ini", "link"));
-        assert!(!ok(r"\\?\C:\srv\secret.txt", "dir_link/secret.txt"));
+        assert!(!ok(r"\Windows\win.ini", "link"));
+        assert!(!ok(r"\srv\secret.txt", "dir_link/secret.txt"));
         // A sibling directory whose name starts with the root's.
-        assert!(!ok(r"\\?\C:\srv\files2\a.txt", "a.txt"));
+        assert!(!ok(r"\srv\files2\a.txt", "a.txt"));
         // A link inside the root, to another name: refused too (one name, one file).
-        assert!(!ok(r"\\?\C:\srv\files\target.txt", "link.txt"));
+        assert!(!ok(r"\srv\files\target.txt", "link.txt"));
         // An 8.3 short name: the handle gives the long one.
-        assert!(!ok(
-            r"\\?\C:\srv\files\a rather long name.text",
-            "ARATHE~1.TEX"
-        ));
-        // Another volume, a UNC path.
-        assert!(!ok(r"\\?\D:\srv\files\a.txt", "a.txt"));
-        assert!(!ok(r"\\?\UNC\host\share\a.txt", "a.txt"));
+        assert!(!ok(r"\srv\files\a rather long name.text", "ARATHE~1.TEX"));
         // The root itself, or a prefix of it.
-        assert!(!ok(r"\\?\C:\srv\files", "a.txt"));
-        assert!(!ok(r"\\?\C:\srv", "a.txt"));
+        assert!(!ok(r"\srv\files", "a.txt"));
+        assert!(!ok(r"\srv", "a.txt"));
     }
 
     #[test]
-    fn a_drive_root_works_as_root() {
-        let root = Path::new(r"\\?\C:\");
-        assert!(same_relative(root, Path::new(r"\\?\C:\a.txt"), "a.txt"));
-        assert!(!same_relative(root, Path::new(r"\\?\D:\a.txt"), "a.txt"));
+    fn a_volume_root_works_as_root() {
+        let root = Path::new(r"\");
+        assert!(same_relative(root, Path::new(r"\a.txt"), "a.txt"));
+        assert!(same_relative(root, Path::new(r"\sub\a.txt"), "sub/a.txt"));
+        assert!(!same_relative(root, Path::new(r"\a.txt"), "sub/a.txt"));
     }
 
     #[test]

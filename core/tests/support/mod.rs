@@ -210,9 +210,81 @@ pub fn held_connections(port: u16) -> usize {
     held
 }
 
+/// The same count on Windows, from the system's TCP tables (IPv4 and IPv6), whose states and
+/// ports mean what /proc/net/tcp's do.
+#[cfg(windows)]
+pub fn held_connections(port: u16) -> usize {
+    use std::ffi::c_void;
+    #[link(name = "iphlpapi")]
+    extern "system" {
+        fn GetExtendedTcpTable(
+            table: *mut c_void,
+            size: *mut u32,
+            order: i32,
+            family: u32,
+            class: i32,
+            reserved: u32,
+        ) -> u32;
+        fn GetTcp6Table(table: *mut c_void, size: *mut u32, order: i32) -> u32;
+    }
+    const AF_INET: u32 = 2;
+    const TCP_TABLE_BASIC_ALL: i32 = 2;
+    const ERROR_NOT_SUPPORTED: u32 = 50;
+    const ERROR_INSUFFICIENT_BUFFER: u32 = 122;
+    const ERROR_NO_DATA: u32 = 232;
+    const MIB_TCP_STATE_ESTAB: u32 = 5;
+    const MIB_TCP_STATE_CLOSE_WAIT: u32 = 8;
+    // A table is a u32 count, then rows of u32s: MIB_TCPROW is the state, local address,
+    // local port, remote address, remote port; MIB_TCP6ROW the state, 4 words of local
+    // address, scope, local port, then the same for the remote end. Ports are in network
+    // byte order in the low 16 bits. (The classes with owning processes are much slower.)
+    let mut held = 0;
+    for (ipv6, row_words, port_at) in [(false, 5, 2), (true, 13, 6)] {
+        let mut table: Vec<u32> = Vec::new();
+        let mut size = 0u32;
+        let rc = loop {
+            let buffer: *mut c_void = table.as_mut_ptr().cast();
+            // SAFETY: `table` is writable for `size` bytes; the function writes at most that
+            // much, or says how much it needs with ERROR_INSUFFICIENT_BUFFER.
+            let rc = unsafe {
+                if ipv6 {
+                    GetTcp6Table(buffer, &mut size, 0)
+                } else {
+                    GetExtendedTcpTable(buffer, &mut size, 0, AF_INET, TCP_TABLE_BASIC_ALL, 0)
+                }
+            };
+            if rc != ERROR_INSUFFICIENT_BUFFER {
+                break rc;
+            }
+            // Room for more rows than asked: connections come and go meanwhile.
+            size += 64 * 4 * row_words as u32;
+            table = vec![0u32; size as usize / 4 + 1];
+        };
+        match rc {
+            0 if !table.is_empty() => {}
+            // No IPv6, or no connection at all.
+            0 | ERROR_NOT_SUPPORTED | ERROR_NO_DATA => continue,
+            _ => panic!(
+                "the TCP table: {}",
+                std::io::Error::from_raw_os_error(rc as i32)
+            ),
+        }
+        let rows = table[0] as usize;
+        for row in table[1..].chunks_exact(row_words).take(rows) {
+            let local_port = u16::from_be(row[port_at] as u16);
+            if local_port == port
+                && matches!(row[0], MIB_TCP_STATE_ESTAB | MIB_TCP_STATE_CLOSE_WAIT)
+            {
+                held += 1;
+            }
+        }
+    }
+    held
+}
+
 /// Waits (at most `patience`) until the server on `port` holds no connection; panics with
 /// the number still held otherwise.
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", windows))]
 pub fn assert_no_connection_held(port: u16, patience: Duration) {
     let deadline = std::time::Instant::now() + patience;
     loop {
@@ -229,7 +301,7 @@ pub fn assert_no_connection_held(port: u16, patience: Duration) {
 }
 
 /// Raises the soft limit on open files to the hard limit; returns that limit.
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 pub fn raise_fd_limit() -> u64 {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -266,4 +338,38 @@ pub fn server_panics() -> usize {
         }));
     });
     PANICS.load(Ordering::SeqCst)
+}
+
+/// Makes `link` a symbolic link to the file `target` (relative targets are relative to the
+/// link's directory). False where this system cannot make one: Windows without the privilege
+/// to create links, and Wine 8, whose CreateSymbolicLink reports success and makes nothing.
+/// The tests then skip what needs the link, and say so.
+pub fn symlink_file(target: impl AsRef<Path>, link: impl AsRef<Path>) -> bool {
+    #[cfg(unix)]
+    let made = std::os::unix::fs::symlink(target.as_ref(), link.as_ref());
+    #[cfg(windows)]
+    let made = std::os::windows::fs::symlink_file(target.as_ref(), link.as_ref());
+    link_made(made, link.as_ref())
+}
+
+/// [`symlink_file`] for a link to a directory (on Unix the same thing).
+pub fn symlink_dir(target: impl AsRef<Path>, link: impl AsRef<Path>) -> bool {
+    #[cfg(unix)]
+    let made = std::os::unix::fs::symlink(target.as_ref(), link.as_ref());
+    #[cfg(windows)]
+    let made = std::os::windows::fs::symlink_dir(target.as_ref(), link.as_ref());
+    link_made(made, link.as_ref())
+}
+
+fn link_made(made: std::io::Result<()>, link: &Path) -> bool {
+    match made {
+        Ok(()) => {
+            let is_link = std::fs::symlink_metadata(link).is_ok_and(|m| m.is_symlink());
+            assert!(is_link || cfg!(windows), "{link:?} is not a link");
+            is_link
+        }
+        // ERROR_PRIVILEGE_NOT_HELD: Windows lets only some users create links.
+        Err(e) if cfg!(windows) && e.raw_os_error() == Some(1314) => false,
+        Err(e) => panic!("cannot link {link:?}: {e}"),
+    }
 }

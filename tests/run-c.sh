@@ -15,6 +15,8 @@ set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
+# shellcheck source=tests/packages.sh
+. tests/packages.sh
 
 target="${CARGO_TARGET_DIR:-$repo/target}"
 case "$target" in /*) ;; *) target="$repo/$target" ;; esac
@@ -34,17 +36,7 @@ missing=()
 command -v cc >/dev/null || missing+=(gcc libc6-dev)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 command -v valgrind >/dev/null || missing+=(valgrind)
-if ((${#missing[@]})); then
-    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-        echo "installing ${missing[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            "${missing[@]}" >/dev/null
-    else
-        echo "missing tools: ${missing[*]} (install them, or run as root with apt-get)" >&2
-        exit 1
-    fi
-fi
+install_packages "${missing[@]}"
 
 # --- library and header -----------------------------------------------------------------
 cargo build -p filefetch-ffi

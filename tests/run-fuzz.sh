@@ -24,16 +24,10 @@ if [ "${#targets[@]}" -eq 0 ]; then
     targets=(request_decode response_decode confine_name)
 fi
 
-if ! command -v c++ >/dev/null 2>&1; then
-    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-        echo "installing g++ (libFuzzer is C++)"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends g++ >/dev/null
-    else
-        echo "run-fuzz.sh: a C++ compiler (c++) is needed to build libFuzzer" >&2
-        exit 1
-    fi
-fi
+# libFuzzer is C++.
+# shellcheck source=tests/packages.sh
+. ../tests/packages.sh
+command -v c++ >/dev/null 2>&1 || install_packages g++
 
 host="$(rustc -vV | sed -n 's/^host: //p')"
 # The flags cargo-fuzz passes (with `--sanitizer none`). RUSTC_BOOTSTRAP lets the stable

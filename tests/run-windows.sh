@@ -23,6 +23,8 @@ set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
+# shellcheck source=tests/packages.sh
+. tests/packages.sh
 
 triple=x86_64-pc-windows-gnu
 target="${CARGO_TARGET_DIR:-$repo/target}"
@@ -61,15 +63,7 @@ command -v x86_64-w64-mingw32-gcc >/dev/null || missing+=(gcc-mingw-w64-x86-64)
 [ -n "$wine" ] && [ -n "$wineserver" ] || missing+=(wine64)
 command -v timeout >/dev/null || missing+=(coreutils)
 if ((${#missing[@]})); then
-    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-        echo "installing ${missing[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            "${missing[@]}" >/dev/null
-    else
-        echo "missing tools: ${missing[*]} (install them, or run as root with apt-get)" >&2
-        exit 1
-    fi
+    install_packages "${missing[@]}"
     find_wine
     if [ -z "$wine" ] || [ -z "$wineserver" ]; then
         echo "wine64 installed, but no wine64 and wineserver programs found" >&2

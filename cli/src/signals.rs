@@ -1,9 +1,11 @@
 //! Ctrl-C and its kin: each one is counted, and the command polls the count; the one that
 //! reaches a given count ends the process at once, from the handler, with exit status 130.
 //!
-//! On Unix these are SIGINT and SIGTERM. On Windows they are the console's control events:
-//! Ctrl-C and Ctrl-Break are counted the same way, and closing the console window (after
-//! which Windows ends the process within seconds anyway) exits at once.
+//! On Unix these are SIGINT and SIGTERM, and also SIGHUP and SIGQUIT (a terminal hanging up,
+//! `Ctrl-\`), whose default actions would end the process without removing a partial
+//! download. On Windows they are the console's control events: Ctrl-C and Ctrl-Break are
+//! counted the same way, and closing the console window (after which Windows ends the
+//! process within seconds anyway) exits at once.
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -60,11 +62,11 @@ impl Interrupt {
 mod imp {
     use std::io;
 
-    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
     use signal_hook::low_level;
 
     pub(super) fn install() -> io::Result<()> {
-        for signal in [SIGINT, SIGTERM] {
+        for signal in [SIGINT, SIGTERM, SIGHUP, SIGQUIT] {
             // SAFETY: the action (`on_interrupt`) is async-signal-safe; see there.
             unsafe { low_level::register(signal, super::on_interrupt) }?;
         }

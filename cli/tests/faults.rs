@@ -420,23 +420,26 @@ fn signals_before_and_during_the_body() {
     );
     assert!(listing(dir.path()).is_empty());
 
-    let fake = FakeServer::start(|s| {
-        send(s, &found_header(1_000_000));
-        send(s, &[b'x'; 1000]);
-        until_client_closes(s);
-    });
-    let dir = tempdir().unwrap();
-    fs::write(dir.path().join("f"), PRECIOUS).unwrap();
-    let mut fetch = Running::spawn(fetch_cmd(
-        dir.path(),
-        fake.port,
-        &["--timeout", "30", "--overwrite"],
-    ));
-    wait_for_entry(dir.path(), |n| n.ends_with(".part"));
-    fetch.signal(libc::SIGTERM);
-    assert_eq!(fetch.wait().code(), Some(130));
-    assert_eq!(fs::read(dir.path().join("f")).unwrap(), PRECIOUS);
-    assert_eq!(listing(dir.path()), ["f"]);
+    // Every terminating signal that can be caught: a terminal's hang-up and quit included.
+    for signal in [libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+        let fake = FakeServer::start(|s| {
+            send(s, &found_header(1_000_000));
+            send(s, &[b'x'; 1000]);
+            until_client_closes(s);
+        });
+        let dir = tempdir().unwrap();
+        fs::write(dir.path().join("f"), PRECIOUS).unwrap();
+        let mut fetch = Running::spawn(fetch_cmd(
+            dir.path(),
+            fake.port,
+            &["--timeout", "30", "--overwrite"],
+        ));
+        wait_for_entry(dir.path(), |n| n.ends_with(".part"));
+        fetch.signal(signal);
+        assert_eq!(fetch.wait().code(), Some(130), "signal {signal}");
+        assert_eq!(fs::read(dir.path().join("f")).unwrap(), PRECIOUS);
+        assert_eq!(listing(dir.path()), ["f"], "signal {signal}");
+    }
 }
 
 /// `filefetch serve` on `root` with `extra` arguments, prepared by `adjust`; its port.

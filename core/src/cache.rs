@@ -2,17 +2,19 @@
 //! while and reused for the next requests of the same name, saving the path resolution and
 //! the open and close of every request for a popular file.
 //!
-//! What stays exact: the size announced comes from an `fstat` of the open file at each
-//! request, so a file grown or truncated in place is announced as it is now; a file deleted
-//! or replaced by a rename (its link count drops to zero) is noticed at once and the name
-//! resolved afresh. What may lag by up to the cache's lifetime: a file renamed away or
-//! hard-linked elsewhere and then unlinked, a permission change, or a symbolic link pointed
-//! elsewhere. Every file in the cache was opened beneath the root, so the lag never serves
-//! anything from outside it.
+//! What stays exact: at each request the name is looked up again with one `stat` (from the
+//! root's descriptor), and the cached file is used only while the name still leads to it
+//! (same device and inode), so a file deleted, renamed away or replaced by a rename is
+//! noticed at once, even when another hard link keeps it alive, and so is a symbolic link
+//! pointed elsewhere; the size announced comes from that same `stat`, so a file grown or
+//! truncated in place is announced as it is now. What may lag by up to the cache's lifetime:
+//! a permission change. Every file in the cache was opened beneath the root, and a name that
+//! leads anywhere else is opened afresh with the confinement rules, so nothing from outside
+//! the root is ever served from it.
 //!
 //! A file that has not changed for a while also has its whole response (header and data)
 //! kept in memory, so that a request for it costs no read: each request compares the file's
-//! size, modification time and change time from that same `fstat` with the ones the bytes
+//! size, modification time and change time from that same `stat` with the ones the bytes
 //! were read under, and reads afresh on any difference. Only files whose last change is at
 //! least [`SETTLED`] old are kept this way: any later change then gets a newer change time,
 //! even on file systems with coarse timestamps, so it cannot go unnoticed.
@@ -56,9 +58,14 @@ struct State {
 #[derive(Debug)]
 struct Entry {
     file: Arc<File>,
+    /// Which file it is (device and inode), to tell whether the name still leads to it.
+    id: FileId,
     opened: Instant,
     response: Option<Kept>,
 }
+
+/// A file's identity: device (volume) and inode (file index).
+type FileId = (u64, u64);
 
 /// A whole response kept in memory, and the state of the file it was read in.
 type Kept = (Stamp, Arc<[u8]>);
@@ -112,14 +119,16 @@ impl FileCache {
         now: Instant,
     ) -> Result<Found, OpenError> {
         if self.ttl.is_zero() {
-            return root.open_measured(name, resolver).map(|(file, len)| Found {
-                file: Arc::new(file),
-                len,
-                response: None,
-            });
+            return root
+                .open_measured(name, resolver)
+                .map(|(file, state)| Found {
+                    file: Arc::new(file),
+                    len: state.len,
+                    response: None,
+                });
         }
-        if let Some((file, kept)) = self.lookup(name, now) {
-            match still_linked(&file) {
+        if let Some((file, id, kept)) = self.lookup(name, now) {
+            match still_leads_to(root, name, id) {
                 Some(stamp) => {
                     let response = match kept {
                         Some((at, response)) if at == stamp => Some(response),
@@ -134,14 +143,14 @@ impl FileCache {
                 None => self.lock().remove(name),
             }
         }
-        let (file, len) = root.open_measured(name, resolver)?;
+        let (file, state) = root.open_measured(name, resolver)?;
         let file = Arc::new(file);
-        if len <= MAX_CACHED_SIZE {
-            self.insert(name, file.clone(), now);
+        if state.len <= MAX_CACHED_SIZE {
+            self.insert(name, file.clone(), state.id, now);
         }
         Ok(Found {
             file,
-            len,
+            len: state.len,
             response: None,
         })
     }
@@ -159,14 +168,14 @@ impl FileCache {
         self.ttl
     }
 
-    fn lookup(&self, name: &str, now: Instant) -> Option<(Arc<File>, Option<Kept>)> {
+    fn lookup(&self, name: &str, now: Instant) -> Option<(Arc<File>, FileId, Option<Kept>)> {
         let state = self.lock();
         let entry = state.entries.get(name)?;
         (now.saturating_duration_since(entry.opened) < self.ttl)
-            .then(|| (entry.file.clone(), entry.response.clone()))
+            .then(|| (entry.file.clone(), entry.id, entry.response.clone()))
     }
 
-    fn insert(&self, name: &str, file: Arc<File>, now: Instant) {
+    fn insert(&self, name: &str, file: Arc<File>, id: FileId, now: Instant) {
         let mut state = self.lock();
         if state.entries.len() >= CAPACITY && !state.entries.contains_key(name) {
             let ttl = self.ttl;
@@ -179,6 +188,7 @@ impl FileCache {
             name.into(),
             Entry {
                 file,
+                id,
                 opened: now,
                 response: None,
             },
@@ -293,10 +303,12 @@ fn read_response(file: &File, len: usize) -> Option<Arc<[u8]>> {
     Some(buf.into())
 }
 
-/// The file's size and times if it is still a regular file linked into the tree somewhere.
-fn still_linked(file: &File) -> Option<Stamp> {
-    let state = sys::file_state(file).ok()?;
-    (state.linked && state.regular).then_some(Stamp {
+/// The file's size and times if `name` still leads to it (the file `id` names) from the
+/// root, and it is still a regular file: one `stat` by name, which notices at once a file
+/// deleted, renamed away or replaced by a rename, even when another hard link keeps it alive.
+fn still_leads_to(root: &Root, name: &str, id: FileId) -> Option<Stamp> {
+    let state = root.name_state(name).ok()?;
+    (state.id == id && state.regular && state.linked).then_some(Stamp {
         len: state.len,
         modified: state.modified,
         changed: state.changed,
@@ -394,6 +406,53 @@ mod tests {
         let err = cache.open(&root, "f", Resolver::Native, t).unwrap_err();
         assert!(matches!(err, OpenError::Io(e) if e.kind() == std::io::ErrorKind::NotFound));
         assert_eq!(cache.len(), 0);
+    }
+
+    /// A file that another hard link keeps alive (its link count stays above zero): the
+    /// name is still checked at every request, so a deletion, a rename away or a rename over
+    /// the name is noticed at once.
+    #[cfg(unix)]
+    #[test]
+    fn a_name_that_no_longer_leads_to_the_file_is_noticed_with_other_links() {
+        let (dir, root) = setup();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.txt");
+        let cache = FileCache::new(Duration::from_secs(60));
+        let t = Instant::now();
+        let keep_alive = |n: usize| {
+            let other = elsewhere.path().join(format!("link{n}"));
+            std::fs::hard_link(&path, other).unwrap();
+        };
+
+        std::fs::write(&path, b"old").unwrap();
+        keep_alive(0);
+        cache
+            .open(&root, "report.txt", Resolver::Native, t)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let err = cache
+            .open(&root, "report.txt", Resolver::Native, t)
+            .unwrap_err();
+        assert!(matches!(err, OpenError::Io(e) if e.kind() == std::io::ErrorKind::NotFound));
+
+        std::fs::write(&path, b"old").unwrap();
+        keep_alive(1);
+        cache
+            .open(&root, "report.txt", Resolver::Native, t)
+            .unwrap();
+        std::fs::write(dir.path().join("new"), b"new!").unwrap();
+        std::fs::rename(dir.path().join("new"), &path).unwrap();
+        let found = cache
+            .open(&root, "report.txt", Resolver::Native, t)
+            .unwrap();
+        assert_eq!((found.len, read_all(&found.file)), (4, b"new!".to_vec()));
+
+        keep_alive(2);
+        std::fs::rename(&path, dir.path().join("moved.txt")).unwrap();
+        let err = cache
+            .open(&root, "report.txt", Resolver::Native, t)
+            .unwrap_err();
+        assert!(matches!(err, OpenError::Io(e) if e.kind() == std::io::ErrorKind::NotFound));
     }
 
     #[test]

@@ -253,12 +253,13 @@ impl Root {
         self.open_measured(name, resolver).map(|(file, _)| file)
     }
 
-    /// [`Root::open`], also returning the file's size from the same `fstat`.
+    /// [`Root::open`], also returning the file's state (size, times, identity) from the same
+    /// `fstat`.
     pub(crate) fn open_measured(
         &self,
         name: &str,
         resolver: Resolver,
-    ) -> Result<(File, u64), OpenError> {
+    ) -> Result<(File, sys::FileState), OpenError> {
         let native = match resolver {
             Resolver::Native => sys::open_native(&self.dir, name),
             Resolver::Portable => None,
@@ -267,11 +268,16 @@ impl Root {
             Some(result) => result?,
             None => sys::open_walk(&self.dir, name)?,
         };
-        let meta = file.metadata()?;
-        if !meta.is_file() {
+        let state = sys::file_state(&file)?;
+        if !state.regular {
             return Err(OpenError::NotRegular);
         }
-        Ok((file, meta.len()))
+        Ok((file, state))
+    }
+
+    /// The state of whatever `name` leads to now (see `sys::name_state`).
+    pub(crate) fn name_state(&self, name: &str) -> io::Result<sys::FileState> {
+        sys::name_state(&self.dir, name)
     }
 }
 
@@ -411,6 +417,54 @@ mod tests {
             });
             prop_assert_eq!(check_name(name.as_bytes()).is_ok(), ok);
         }
+    }
+
+    /// A FIFO is refused on its type, without being opened: a writer blocked in opening it
+    /// (waiting for a reader) stays blocked, whichever resolver looks it up.
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_is_refused_without_being_opened() {
+        use std::os::unix::fs::OpenOptionsExt;
+        use std::sync::mpsc;
+        use std::time::Duration;
+
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        let c_fifo = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path, valid for the call.
+        assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0);
+        let (opened, writer_opened) = mpsc::channel();
+        let writer = std::thread::spawn({
+            let fifo = fifo.clone();
+            move || {
+                // Blocks until a reader opens the FIFO.
+                let file = std::fs::OpenOptions::new().write(true).open(&fifo);
+                let _ = opened.send(());
+                file
+            }
+        });
+        // Let the writer reach its open (it shows as the FIFO's waiting writer).
+        std::thread::sleep(Duration::from_millis(200));
+        let root = Root::new(dir.path()).unwrap();
+        for resolver in [Resolver::Native, Resolver::Portable] {
+            assert!(
+                matches!(root.open("pipe", resolver), Err(OpenError::NotRegular)),
+                "{resolver:?}"
+            );
+        }
+        // A reader would have let the writer through at once; give it a moment to show.
+        let released = writer_opened
+            .recv_timeout(Duration::from_millis(300))
+            .is_ok();
+        // Let the writer go either way (our own reader), then check what happened before.
+        let reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        writer.join().unwrap().unwrap();
+        drop(reader);
+        assert!(!released, "looking the FIFO up opened it for reading");
     }
 
     #[cfg(unix)]

@@ -50,9 +50,9 @@ pub struct ServerConfig {
     /// of `sendfile`) even where the fast ones exist.
     pub portable: bool,
     /// How long a small file (64 KiB or less) stays open for reuse by the next requests of
-    /// the same name (1 s default; zero opens every file afresh). Sizes are measured at every
-    /// request, and a file deleted or replaced by a rename is noticed at once; a rename away
-    /// or a permission change can take this long to be seen. While open, a file unchanged
+    /// the same name (1 s default; zero opens every file afresh). The name is looked up again
+    /// at every request, so a file deleted, renamed away or replaced is noticed at once, and
+    /// sizes are measured each time; only a permission change can take this long to be seen. While open, a file unchanged
     /// for 3 s also has its response kept in memory (8 MiB at most over all files), checked
     /// against the file's size and times at every request. On Windows files are never kept
     /// open between requests (a file held open there cannot be replaced by a rename), so

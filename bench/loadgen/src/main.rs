@@ -194,6 +194,14 @@ where
         .collect()
 }
 
+/// Waits for every thread and adds up what they counted; `None` if one of them failed.
+fn join_and_sum(handles: Vec<std::thread::JoinHandle<usize>>) -> Option<usize> {
+    handles
+        .into_iter()
+        .map(|h| h.join().ok())
+        .sum::<Option<usize>>()
+}
+
 /// CPU time used so far by the whole process, all threads included: (user, system).
 #[cfg(unix)]
 fn process_cpu() -> (Duration, Duration) {
@@ -760,16 +768,10 @@ fn hold(args: HoldArgs, threads: usize) -> i32 {
     deadline_tx.send_replace(Some(
         tokio::time::Instant::now() + Duration::from_secs_f64(args.seconds),
     ));
-    let mut still = 0;
-    for h in handles {
-        match h.join() {
-            Ok(n) => still += n,
-            Err(_) => {
-                eprintln!("a thread failed");
-                return 1;
-            }
-        }
-    }
+    let Some(still) = join_and_sum(handles) else {
+        eprintln!("a thread failed");
+        return 1;
+    };
     println!("still_open={still}");
     0
 }
@@ -868,16 +870,10 @@ fn stall(args: StallArgs, threads: usize) -> i32 {
     deadline_tx.send_replace(Some(
         tokio::time::Instant::now() + Duration::from_secs_f64(args.seconds),
     ));
-    let mut still = 0;
-    for h in handles {
-        match h.join() {
-            Ok(n) => still += n,
-            Err(_) => {
-                eprintln!("a thread failed");
-                return 1;
-            }
-        }
-    }
+    let Some(still) = join_and_sum(handles) else {
+        eprintln!("a thread failed");
+        return 1;
+    };
     eprintln!("{still} still open after {} s", args.seconds);
     println!(
         "connections={} open={open} still_open={still}",

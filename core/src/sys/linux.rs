@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io;
 use std::net::TcpStream;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
@@ -22,20 +22,56 @@ static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 /// `openat2(2)` with `RESOLVE_BENEATH`: the kernel refuses, atomically, any resolution that
 /// leaves the root. `None` when `openat2` is not available, so the caller falls back to the
 /// walk.
+///
+/// The name is first resolved to an `O_PATH` descriptor, which opens nothing for reading:
+/// a FIFO, a device or a socket is refused on its type alone, so a FIFO's blocked writer is
+/// not released and no device's open routine runs. Only a regular file is then opened for
+/// reading, through that very descriptor (`/proc/self/fd`), so nothing can be swapped in
+/// between; without /proc, by name again, and refused unless it is the same file.
 pub(crate) fn open_native(root: &RootDir, name: &str) -> Option<Result<File, OpenError>> {
     if NO_OPENAT2.load(Ordering::Relaxed) {
         return None;
     }
-    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
     let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
-    match rustix::fs::openat2(&root.0, name, flags, Mode::empty(), resolve) {
-        Ok(fd) => Some(Ok(File::from(fd))),
-        Err(Errno::NOSYS) => unavailable(),
+    let path_flags = OFlags::PATH | OFlags::CLOEXEC;
+    let located = match rustix::fs::openat2(&root.0, name, path_flags, Mode::empty(), resolve) {
+        Ok(fd) => fd,
+        Err(Errno::NOSYS) => return unavailable(),
         // EPERM means a seccomp filter only when a plain open of "/" is also refused.
-        Err(Errno::PERM) if probe_denied() => unavailable(),
-        Err(Errno::XDEV) => Some(Err(OpenError::Escapes)),
-        Err(e) => Some(Err(OpenError::Io(e.into()))),
+        Err(Errno::PERM) if probe_denied() => return unavailable(),
+        Err(Errno::XDEV) => return Some(Err(OpenError::Escapes)),
+        Err(e) => return Some(Err(OpenError::Io(e.into()))),
+    };
+    Some(open_located(root, name, located, resolve))
+}
+
+fn open_located(
+    root: &RootDir,
+    name: &str,
+    located: OwnedFd,
+    resolve: ResolveFlags,
+) -> Result<File, OpenError> {
+    let found = rustix::fs::fstat(&located).map_err(io::Error::from)?;
+    if rustix::fs::FileType::from_raw_mode(found.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(OpenError::NotRegular);
     }
+    let read_flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+    let by_descriptor = format!("/proc/self/fd/{}", located.as_raw_fd());
+    let file = match rustix::fs::open(by_descriptor.as_str(), read_flags, Mode::empty()) {
+        Ok(fd) => fd,
+        // No /proc here: by name, under the same rules.
+        Err(Errno::NOENT | Errno::ACCESS | Errno::PERM) => {
+            rustix::fs::openat2(&root.0, name, read_flags, Mode::empty(), resolve)
+                .map_err(io::Error::from)?
+        }
+        Err(e) => return Err(OpenError::Io(e.into())),
+    };
+    let opened = rustix::fs::fstat(&file).map_err(io::Error::from)?;
+    if (opened.st_dev, opened.st_ino) != (found.st_dev, found.st_ino) {
+        // Replaced between the two opens (only possible without /proc): not this file.
+        return Err(OpenError::NotRegular);
+    }
+    Ok(File::from(file))
 }
 
 fn unavailable() -> Option<Result<File, OpenError>> {

@@ -30,13 +30,13 @@ mod windows;
 
 #[cfg(unix)]
 pub(crate) use unix::{
-    block_sigpipe, connect_in_progress, file_state, new_file_permissions, open_walk, read_at,
-    set_reuse_address, wait_writable, Listener, RootDir,
+    block_sigpipe, connect_in_progress, file_state, name_state, new_file_permissions, open_walk,
+    read_at, set_reuse_address, wait_writable, Listener, RootDir,
 };
 #[cfg(windows)]
 pub(crate) use windows::{
-    block_sigpipe, connect_in_progress, file_state, new_file_permissions, open_walk, read_at,
-    set_reuse_address, wait_writable, Listener, RootDir,
+    block_sigpipe, connect_in_progress, file_state, name_state, new_file_permissions, open_walk,
+    read_at, set_reuse_address, wait_writable, Listener, RootDir,
 };
 
 #[cfg(target_os = "linux")]
@@ -76,6 +76,8 @@ pub(crate) struct Accepted(pub(crate) std::net::TcpStream);
 /// leads to, and whether its content may have changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FileState {
+    /// Which file this is: device (volume) and inode (file index).
+    pub(crate) id: (u64, u64),
     /// Size in bytes.
     pub(crate) len: u64,
     /// Last modification of the content.

@@ -5,11 +5,11 @@ use std::fs::{File, Permissions};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use rustix::fs::{Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 use socket2::Socket;
 use tokio::io::unix::AsyncFd;
@@ -70,38 +70,67 @@ pub(crate) fn open_walk(root: &RootDir, name: &str) -> Result<File, OpenError> {
             _ => {}
         }
         let parent = dirs.last().unwrap_or(&root.0);
-        let last = pending.is_empty();
-        let flags = if last {
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY
-        } else {
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::DIRECTORY
-        } | OFlags::CLOEXEC;
-        match rustix::fs::openat(parent, component.as_slice(), flags, Mode::empty()) {
-            Ok(fd) if last => return Ok(File::from(fd)),
-            Ok(dir) => dirs.push(dir),
-            Err(open_err) => {
-                // Any failure may be a symbolic link (ELOOP on Linux, EMLINK on FreeBSD,
-                // ENOTDIR for a link where a directory was wanted): ask.
-                let target = match rustix::fs::readlinkat(parent, component.as_slice(), Vec::new())
-                {
-                    Ok(target) => target.into_bytes(),
-                    Err(_) => return Err(OpenError::Io(open_err.into())),
-                };
-                links += 1;
-                if links > MAX_LINKS {
-                    return Err(OpenError::Io(Errno::LOOP.into()));
+        let name = component.as_slice();
+        let failed = if pending.is_empty() {
+            // The last component: its type first, without opening it, so that a FIFO's
+            // blocked writer is not released nor a device's open routine run.
+            match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => Errno::LOOP,
+                Ok(st) if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile => {
+                    return Err(OpenError::NotRegular)
                 }
-                if target.first() == Some(&b'/') {
-                    return Err(OpenError::Escapes);
-                }
-                if target.is_empty() {
-                    return Err(OpenError::Io(Errno::NOENT.into()));
-                }
-                pending.extend(target.split(|&b| b == b'/').rev().map(<[u8]>::to_vec));
+                Ok(st) => return open_regular(parent, name, stat_id(&st)),
+                Err(e) => e,
             }
+        } else {
+            let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::DIRECTORY | OFlags::CLOEXEC;
+            match rustix::fs::openat(parent, name, flags, Mode::empty()) {
+                Ok(dir) => {
+                    dirs.push(dir);
+                    continue;
+                }
+                Err(e) => e,
+            }
+        };
+        // Any failure may be a symbolic link (ELOOP on Linux, EMLINK on FreeBSD, ENOTDIR for
+        // a link where a directory was wanted): ask.
+        let target = match rustix::fs::readlinkat(parent, name, Vec::new()) {
+            Ok(target) => target.into_bytes(),
+            Err(_) => return Err(OpenError::Io(failed.into())),
+        };
+        links += 1;
+        if links > MAX_LINKS {
+            return Err(OpenError::Io(Errno::LOOP.into()));
         }
+        if target.first() == Some(&b'/') {
+            return Err(OpenError::Escapes);
+        }
+        if target.is_empty() {
+            return Err(OpenError::Io(Errno::NOENT.into()));
+        }
+        pending.extend(target.split(|&b| b == b'/').rev().map(<[u8]>::to_vec));
     }
     Err(OpenError::NotRegular)
+}
+
+/// Opens the regular file `name` in `dir` for reading, if it is still the file `id` names
+/// (the one whose type was checked): one swapped in meanwhile is refused. (A FIFO swapped in
+/// during that instant would be opened, without blocking, before being refused.)
+fn open_regular(dir: &OwnedFd, name: &[u8], id: (u64, u64)) -> Result<File, OpenError> {
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let file = rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(io::Error::from)?;
+    let st = rustix::fs::fstat(&file).map_err(io::Error::from)?;
+    if stat_id(&st) != id {
+        return Err(OpenError::NotRegular);
+    }
+    Ok(File::from(file))
+}
+
+/// A file's identity: device and inode, whose types differ between systems.
+#[allow(clippy::unnecessary_cast)]
+fn stat_id(stat: &rustix::fs::Stat) -> (u64, u64) {
+    (stat.st_dev as u64, stat.st_ino as u64)
 }
 
 pub(crate) fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
@@ -109,22 +138,41 @@ pub(crate) fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<us
 }
 
 pub(crate) fn file_state(file: &File) -> io::Result<FileState> {
-    let meta = file.metadata()?;
-    let changed = u32::try_from(meta.ctime_nsec()).ok().and_then(|nanos| {
-        let secs = Duration::new(meta.ctime().unsigned_abs(), nanos);
-        if meta.ctime() >= 0 {
-            SystemTime::UNIX_EPOCH.checked_add(secs)
+    Ok(state_of(&rustix::fs::fstat(file)?))
+}
+
+/// The state of the file that `name` leads to from the root now (links followed), for
+/// telling whether a name still leads to the file opened for it before. Only compared with
+/// a file opened beneath the root, never used to open anything.
+pub(crate) fn name_state(root: &RootDir, name: &str) -> io::Result<FileState> {
+    Ok(state_of(&rustix::fs::statat(
+        &root.0,
+        name,
+        rustix::fs::AtFlags::empty(),
+    )?))
+}
+
+/// A file's state from its `stat`, whose field types differ between systems (hence casts
+/// that are no-ops on some of them).
+#[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+fn state_of(stat: &rustix::fs::Stat) -> FileState {
+    let time = |secs: i64, nanos: i64| {
+        let nanos = u32::try_from(nanos).ok()?;
+        let since = Duration::new(secs.unsigned_abs(), nanos);
+        if secs >= 0 {
+            SystemTime::UNIX_EPOCH.checked_add(since)
         } else {
-            SystemTime::UNIX_EPOCH.checked_sub(secs)
+            SystemTime::UNIX_EPOCH.checked_sub(since)
         }
-    });
-    Ok(FileState {
-        len: meta.len(),
-        modified: meta.modified().ok(),
-        changed,
-        linked: meta.nlink() > 0,
-        regular: meta.is_file(),
-    })
+    };
+    FileState {
+        id: stat_id(stat),
+        len: u64::try_from(stat.st_size as i64).unwrap_or(0),
+        modified: time(stat.st_mtime as i64, stat.st_mtime_nsec as i64),
+        changed: time(stat.st_ctime as i64, stat.st_ctime_nsec as i64),
+        linked: stat.st_nlink as u64 > 0,
+        regular: FileType::from_raw_mode(stat.st_mode as _) == FileType::RegularFile,
+    }
 }
 
 /// The permissions a downloaded file is created with: like any new file, 0666 less the

@@ -17,7 +17,10 @@
 //! size, modification time and change time from that same `stat` with the ones the bytes
 //! were read under, and reads afresh on any difference. Only files whose last change is at
 //! least [`SETTLED`] old are kept this way: any later change then gets a newer change time,
-//! even on file systems with coarse timestamps, so it cannot go unnoticed.
+//! even on file systems with coarse timestamps, so it cannot go unnoticed. The one change
+//! that leaves the times alone, a second write through a shared memory mapping to a page
+//! already dirty, is seen when the entry's lifetime ends (the cache's lifetime, 1 s by
+//! default, as nginx's `open_file_cache_valid` bounds the same thing).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -556,6 +559,48 @@ mod tests {
         assert_eq!(grown.len, 5);
         assert_eq!(&grown.response.unwrap()[..], &response_for(b"three")[..]);
         assert_eq!(cache.response_bytes(), response_for(b"three").len());
+    }
+
+    /// A change that the file's times do not show (a second write through a shared memory
+    /// mapping to a page already dirty) is not seen while the entry lives: it is seen once
+    /// the entry's lifetime is over, which bounds how long a kept response can be stale.
+    // Unix only: Windows keeps no file open between requests (see sys::CAN_REPLACE_OPEN_FILES).
+    #[cfg(unix)]
+    #[test]
+    fn a_change_the_times_do_not_show_lasts_at_most_the_lifetime() {
+        let (dir, root) = setup();
+        let path = dir.path().join("a");
+        std::fs::write(&path, b"one").unwrap();
+        let ttl = Duration::from_secs(60);
+        let cache = eager(ttl);
+        let t = Instant::now();
+        cache.open(&root, "a", Resolver::Native, t).unwrap();
+        let kept = cache.open(&root, "a", Resolver::Native, t).unwrap();
+        assert_eq!(&kept.response.unwrap()[..], &response_for(b"one")[..]);
+        next_tick();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"two"))
+            .unwrap();
+        // Make the kept response's record match the file as it is now, as if the write had
+        // left the times alone.
+        let now = root.name_state("a").unwrap();
+        let stamp = Stamp {
+            len: now.len,
+            modified: now.modified,
+            changed: now.changed,
+        };
+        if let Some(entry) = cache.lock().entries.get_mut("a") {
+            entry.response.as_mut().unwrap().0 = stamp;
+        }
+        let stale = cache.open(&root, "a", Resolver::Native, t).unwrap();
+        assert_eq!(&stale.response.unwrap()[..], &response_for(b"one")[..]);
+        // Past the lifetime, the name is opened afresh and the file read as it is.
+        let later = t + ttl;
+        let fresh = cache.open(&root, "a", Resolver::Native, later).unwrap();
+        assert!(fresh.response.is_none());
+        assert_eq!(read_all(&fresh.file), b"two");
     }
 
     #[test]

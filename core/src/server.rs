@@ -54,7 +54,8 @@ pub struct ServerConfig {
     /// at every request, so a file deleted, renamed away or replaced is noticed at once, and
     /// sizes are measured each time; only a permission change can take this long to be seen. While open, a file unchanged
     /// for 3 s also has its response kept in memory (8 MiB at most over all files), checked
-    /// against the file's size and times at every request. On Windows files are never kept
+    /// against the file's size and times at every request; a change that leaves the times
+    /// alone (a write through a shared memory mapping) can go unseen for this long. On Windows files are never kept
     /// open between requests (a file held open there cannot be replaced by a rename), so
     /// this setting has no effect.
     pub file_cache: Duration,
@@ -556,7 +557,10 @@ const REQUEST_BUF: usize = REQUEST_HEADER_LEN + MAX_NAME_LEN + 32;
 
 async fn exchange(sock: &mut Sock, ctx: &Ctx, start: Instant, record: &mut Record) -> Outcome {
     let mut buf = [0u8; REQUEST_BUF];
-    let deadline = tokio::time::Instant::from_std(start + ctx.request_timeout);
+    // A deadline beyond what an Instant can hold (a configured `Duration::MAX`) is none.
+    let deadline = start
+        .checked_add(ctx.request_timeout)
+        .map_or_else(far_future, tokio::time::Instant::from_std);
     let mut got = 0;
     let mut want = REQUEST_HEADER_LEN;
     let mut header = None;
@@ -644,6 +648,11 @@ async fn exchange(sock: &mut Sock, ctx: &Ctx, start: Instant, record: &mut Recor
         Ok(()) => Outcome::Sent,
         Err(e) => sent_outcome(e),
     }
+}
+
+/// A deadline that never comes (about 30 years on), as tokio uses for the same purpose.
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365 * 30)
 }
 
 /// The size to announce (measured with `fstat` on the open file itself, not by name), if the

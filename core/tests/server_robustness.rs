@@ -245,3 +245,35 @@ fn without_the_cache_every_request_resolves_the_name() {
     ));
     assert_eq!(get("moved.txt").unwrap(), b"here");
 }
+
+/// No configured duration makes the server or the client panic: the largest ones mean
+/// "never" (a deadline, a timeout, a cache lifetime or a grace period beyond what a clock
+/// can hold), and the smallest non-zero ones still serve.
+#[test]
+fn extreme_durations_still_serve() {
+    for t in [
+        Duration::MAX,
+        Duration::from_secs(u64::MAX / 2),
+        Duration::from_nanos(1),
+    ] {
+        let server = TestServer::with(|c| {
+            c.request_timeout(t.max(Duration::from_millis(500)))
+                .send_timeout(t.max(Duration::from_millis(500)))
+                .file_cache(t)
+                .grace_period(t)
+        });
+        server.put("a.txt", b"hello");
+        let client = FetchOptions::new()
+            .idle_timeout(t.max(Duration::from_millis(500)))
+            .connect_timeout(t.max(Duration::from_millis(500)));
+        for options in [
+            FetchOptions::new(),
+            client.clone(),
+            client.interrupt(|| false),
+        ] {
+            let got = fetch_bytes("127.0.0.1", server.port(), "a.txt", &options);
+            assert_eq!(got.unwrap(), b"hello", "with {t:?}");
+        }
+        still_serves(&server);
+    }
+}

@@ -200,9 +200,9 @@ loadgen() { # scenario subject server-pid args...
 install_packages
 setup_venv
 ulimit -n "$(ulimit -Hn)"
-# 10,000 idle connections need as many descriptors in the server and in the load generator
-# (and 2,000 stalled clients two each in the server: the socket and the open file).
-if (($(ulimit -n) < 12000)); then
+# 10,000 idle connections need as many descriptors in the load generator, and the server
+# fits its connection limit to two descriptors a connection (its socket and its file).
+if (($(ulimit -n) < 24000)); then
     ulimit -Hn 65536 2>/dev/null && ulimit -n 65536 ||
         echo "bench: open file limit $(ulimit -n); the 10,000-connection figure may suffer" >&2
 fi

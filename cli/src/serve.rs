@@ -60,6 +60,14 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
     for addr in server.local_addrs() {
         let _ = writeln!(lines, "listening on {addr} (root: {})", root.display());
     }
+    let limit = server.connection_limit();
+    if (limit as u64) < args.max_connections {
+        let _ = writeln!(
+            lines,
+            "at most {limit} connections at once: the open file limit allows no more \
+             (each takes a socket and a file)"
+        );
+    }
     log.write_now(lines.as_bytes());
 
     server.run()?;

@@ -34,8 +34,8 @@ use crate::sys;
 /// Files up to this size are kept (larger ones are opened for each request: their transfer
 /// costs far more than the open).
 pub(crate) const MAX_CACHED_SIZE: u64 = 64 * 1024;
-/// Most files kept open at once.
-const CAPACITY: usize = 1024;
+/// Most files kept open at once (fewer where descriptors are scarce: see [`FileCache::new`]).
+pub(crate) const CAPACITY: usize = 1024;
 /// Most bytes of responses kept in memory at once, over all files.
 const RESPONSE_BUDGET: usize = 8 * 1024 * 1024;
 /// How long a file must have gone unchanged before its response is kept in memory: longer
@@ -46,6 +46,8 @@ pub(crate) const SETTLED: Duration = Duration::from_secs(3);
 #[derive(Debug)]
 pub(crate) struct FileCache {
     ttl: Duration,
+    /// Most files kept open at once.
+    capacity: usize,
     /// How long a file must have gone unchanged for its response to be kept ([`SETTLED`]).
     settled: Duration,
     state: Mutex<State>,
@@ -103,10 +105,12 @@ impl Stamp {
 }
 
 impl FileCache {
-    /// A cache whose entries live `ttl`; a zero `ttl` caches nothing.
-    pub(crate) fn new(ttl: Duration) -> FileCache {
+    /// A cache whose entries live `ttl` (zero caches nothing), keeping at most `capacity`
+    /// files open.
+    pub(crate) fn new(ttl: Duration, capacity: usize) -> FileCache {
         FileCache {
             ttl,
+            capacity,
             settled: SETTLED,
             state: Mutex::new(State::default()),
         }
@@ -146,7 +150,14 @@ impl FileCache {
                 None => self.lock().remove(name),
             }
         }
-        let (file, state) = root.open_measured(name, resolver)?;
+        let (file, state) = match root.open_measured(name, resolver) {
+            // Out of descriptors: the cache gives way before a request is refused. Files in
+            // transfers keep theirs; the others close now.
+            Err(OpenError::Io(e)) if sys::out_of_descriptors(&e) && self.clear() > 0 => {
+                root.open_measured(name, resolver)?
+            }
+            result => result?,
+        };
         let file = Arc::new(file);
         if state.len <= MAX_CACHED_SIZE {
             self.insert(name, file.clone(), state.id, now);
@@ -166,6 +177,14 @@ impl FileCache {
             .retain(|e| now.saturating_duration_since(e.opened) < ttl);
     }
 
+    /// Closes every file kept open; returns how many entries there were.
+    fn clear(&self) -> usize {
+        let mut state = self.lock();
+        let n = state.entries.len();
+        state.retain(|_| false);
+        n
+    }
+
     /// How long entries live (zero: no caching).
     pub(crate) fn ttl(&self) -> Duration {
         self.ttl
@@ -180,10 +199,10 @@ impl FileCache {
 
     fn insert(&self, name: &str, file: Arc<File>, id: FileId, now: Instant) {
         let mut state = self.lock();
-        if state.entries.len() >= CAPACITY && !state.entries.contains_key(name) {
+        if state.entries.len() >= self.capacity && !state.entries.contains_key(name) {
             let ttl = self.ttl;
             state.retain(|e| now.saturating_duration_since(e.opened) < ttl);
-            if state.entries.len() >= CAPACITY {
+            if state.entries.len() >= self.capacity {
                 return;
             }
         }
@@ -329,6 +348,12 @@ mod tests {
         out
     }
 
+    impl FileCache {
+        fn new_for_tests(ttl: Duration) -> FileCache {
+            FileCache::new(ttl, CAPACITY)
+        }
+    }
+
     fn setup() -> (tempfile::TempDir, Root) {
         let dir = tempfile::tempdir().unwrap();
         let root = Root::new(dir.path()).unwrap();
@@ -339,7 +364,7 @@ mod tests {
     fn eager(ttl: Duration) -> FileCache {
         FileCache {
             settled: Duration::ZERO,
-            ..FileCache::new(ttl)
+            ..FileCache::new(ttl, CAPACITY)
         }
     }
 
@@ -359,7 +384,7 @@ mod tests {
     fn reuses_the_open_file_within_its_lifetime() {
         let (dir, root) = setup();
         std::fs::write(dir.path().join("a"), b"one").unwrap();
-        let cache = FileCache::new(Duration::from_secs(60));
+        let cache = FileCache::new_for_tests(Duration::from_secs(60));
         let t = Instant::now();
         let first = cache.open(&root, "a", Resolver::Native, t).unwrap();
         assert_eq!(first.len, 3);
@@ -376,7 +401,7 @@ mod tests {
         let (dir, root) = setup();
         let path = dir.path().join("grows");
         std::fs::write(&path, b"12").unwrap();
-        let cache = FileCache::new(Duration::from_secs(60));
+        let cache = FileCache::new_for_tests(Duration::from_secs(60));
         let t = Instant::now();
         assert_eq!(
             cache.open(&root, "grows", Resolver::Native, t).unwrap().len,
@@ -396,7 +421,7 @@ mod tests {
         let (dir, root) = setup();
         let path = dir.path().join("f");
         std::fs::write(&path, b"old").unwrap();
-        let cache = FileCache::new(Duration::from_secs(60));
+        let cache = FileCache::new_for_tests(Duration::from_secs(60));
         let t = Instant::now();
         cache.open(&root, "f", Resolver::Native, t).unwrap();
         // Replaced by a rename: the new content is served.
@@ -420,7 +445,7 @@ mod tests {
         let (dir, root) = setup();
         let elsewhere = tempfile::tempdir().unwrap();
         let path = dir.path().join("report.txt");
-        let cache = FileCache::new(Duration::from_secs(60));
+        let cache = FileCache::new_for_tests(Duration::from_secs(60));
         let t = Instant::now();
         let keep_alive = |n: usize| {
             let other = elsewhere.path().join(format!("link{n}"));
@@ -467,7 +492,7 @@ mod tests {
         )
         .unwrap();
         std::fs::create_dir(dir.path().join("d")).unwrap();
-        let cache = FileCache::new(Duration::from_secs(60));
+        let cache = FileCache::new_for_tests(Duration::from_secs(60));
         let t = Instant::now();
         cache.open(&root, "big", Resolver::Native, t).unwrap();
         assert!(cache.open(&root, "missing", Resolver::Native, t).is_err());
@@ -482,7 +507,7 @@ mod tests {
     fn zero_lifetime_caches_nothing() {
         let (dir, root) = setup();
         std::fs::write(dir.path().join("a"), b"x").unwrap();
-        let cache = FileCache::new(Duration::ZERO);
+        let cache = FileCache::new_for_tests(Duration::ZERO);
         let t = Instant::now();
         let a = cache.open(&root, "a", Resolver::Native, t).unwrap();
         let b = cache.open(&root, "a", Resolver::Native, t).unwrap();
@@ -494,7 +519,7 @@ mod tests {
     #[test]
     fn sweep_closes_expired_files_and_capacity_is_bounded() {
         let (dir, root) = setup();
-        let cache = FileCache::new(Duration::from_secs(10));
+        let cache = FileCache::new_for_tests(Duration::from_secs(10));
         let t = Instant::now();
         for i in 0..CAPACITY + 50 {
             let name = format!("f{i}");
@@ -608,7 +633,7 @@ mod tests {
         let (dir, root) = setup();
         std::fs::write(dir.path().join("fresh"), b"just written").unwrap();
         // The real settling period: a file written a moment ago is never kept in memory.
-        let cache = FileCache::new(Duration::from_secs(60));
+        let cache = FileCache::new_for_tests(Duration::from_secs(60));
         let t = Instant::now();
         for _ in 0..3 {
             let found = cache.open(&root, "fresh", Resolver::Native, t).unwrap();

@@ -21,7 +21,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{sleep, timeout, timeout_at};
 
-use crate::cache::FileCache;
+use crate::cache::{FileCache, CAPACITY as CACHE_CAPACITY};
 use crate::confine::{check_name, OpenError, Resolver, Root};
 use crate::conn::Sock;
 use crate::error::{Error, Result};
@@ -176,6 +176,9 @@ pub struct Server {
     listeners: Vec<std::net::TcpListener>,
     addrs: Vec<SocketAddr>,
     config: ServerConfig,
+    /// Connections handled at once: the configured limit, or fewer if the process's
+    /// descriptor limit allows fewer.
+    connection_limit: usize,
     ctx: Arc<Ctx>,
     handle: ServerHandle,
 }
@@ -218,13 +221,24 @@ impl Server {
             );
             listeners.push(listener);
         }
+        let (cache_capacity, connection_limit) =
+            descriptor_budget(config.max_connections, sys::descriptor_limit());
+        if connection_limit < config.max_connections {
+            tracing::debug!(
+                "the open file limit ({}) allows {connection_limit} connections at once",
+                sys::descriptor_limit().unwrap_or(0)
+            );
+        }
         let ctx = Arc::new(Ctx {
             root,
-            files: FileCache::new(if sys::CAN_REPLACE_OPEN_FILES {
-                config.file_cache
-            } else {
-                Duration::ZERO
-            }),
+            files: FileCache::new(
+                if sys::CAN_REPLACE_OPEN_FILES {
+                    config.file_cache
+                } else {
+                    Duration::ZERO
+                },
+                cache_capacity,
+            ),
             request_timeout: config.request_timeout,
             send_timeout: config.send_timeout,
             resolver: if config.portable {
@@ -239,6 +253,7 @@ impl Server {
             listeners,
             addrs: bound,
             config,
+            connection_limit,
             ctx,
             handle: ServerHandle {
                 state: Arc::new(state),
@@ -254,6 +269,13 @@ impl Server {
     /// Every address the server listens on.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// How many connections the server handles at once: the configured limit, or fewer if
+    /// the process's open file limit allows fewer (each connection takes a socket and a file;
+    /// more wait in the listen backlog).
+    pub fn connection_limit(&self) -> usize {
+        self.connection_limit
     }
 
     /// A handle to stop the server from another thread.
@@ -304,7 +326,7 @@ impl Server {
     async fn serve(self, acceptors: usize) -> Result<()> {
         // More than u32::MAX connections at once is beyond any system; the cap keeps the
         // semaphore (and the drain below, which takes every permit back) within range.
-        let limit = self.config.max_connections.clamp(1, u32::MAX as usize);
+        let limit = self.connection_limit;
         let permits = Arc::new(Semaphore::new(limit));
         let mut state = self.handle.state.subscribe();
         let mut accepting = JoinSet::new();
@@ -403,6 +425,27 @@ impl Drop for BackgroundServer {
     }
 }
 
+/// Descriptors kept for what is not a connection: the listening sockets, the event loop,
+/// the standard streams, a log file, and some for the program the server runs in.
+const RESERVED_DESCRIPTORS: u64 = 16;
+
+/// The open-file cache's capacity and the connection limit, within the descriptors the
+/// process may have open (`limit`, `None` for no limit): each connection takes two (its
+/// socket and its file), the cache one per file it keeps (at most an eighth of what is
+/// left), and a few are kept for everything else. The connection limit is the configured
+/// one (at least 1, at most `u32::MAX`) unless that is more than the descriptors allow.
+fn descriptor_budget(max_connections: usize, limit: Option<u64>) -> (usize, usize) {
+    let wanted = max_connections.clamp(1, u32::MAX as usize);
+    let Some(limit) = limit else {
+        return (CACHE_CAPACITY, wanted);
+    };
+    let usable = limit.saturating_sub(RESERVED_DESCRIPTORS);
+    let cache = usize::try_from(usable / 8).map_or(CACHE_CAPACITY, |c| c.min(CACHE_CAPACITY));
+    let for_connections = usable.saturating_sub(cache as u64) / 2;
+    let connections = usize::try_from(for_connections).map_or(wanted, |c| c.clamp(1, wanted));
+    (cache, connections)
+}
+
 fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     // Like the original server: a restart can reuse the port at once (where that is all the
@@ -475,6 +518,8 @@ async fn start(connection: impl Future<Output = ()> + Send + 'static) {
 enum Outcome {
     Sent,
     NotFound(String),
+    /// The server could not open the file for want of descriptors (StatusCode 0 was sent).
+    Unavailable(std::io::Error),
     BadRequest(DecodeError),
     RequestTimeout,
     RequestCut(usize),
@@ -489,6 +534,11 @@ impl fmt::Display for Outcome {
         match self {
             Outcome::Sent => f.write_str("sent"),
             Outcome::NotFound(why) => write!(f, "not found ({why})"),
+            Outcome::Unavailable(e) => write!(
+                f,
+                "could not open the file: the server is out of file descriptors ({e}); \
+                 answered StatusCode 0"
+            ),
             Outcome::BadRequest(e) => write!(f, "bad request: {e}; closed without a response"),
             Outcome::RequestTimeout => {
                 f.write_str("request did not arrive in time; closed without a response")
@@ -614,21 +664,27 @@ async fn exchange(sock: &mut Sock, ctx: &Ctx, start: Instant, record: &mut Recor
     record.name = Some(String::from_utf8_lossy(raw).into_owned());
 
     let file = match check_name(raw) {
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(Outcome::NotFound(e.to_string())),
         Ok(name) => match ctx.files.open(&ctx.root, name, ctx.resolver, start) {
             Ok(found) => Ok(found),
             Err(OpenError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err("no such file".to_owned())
+                Err(Outcome::NotFound("no such file".to_owned()))
             }
-            Err(e) => Err(e.to_string()),
+            // Not the file's fault: the server's, and said so in the log.
+            Err(OpenError::Io(e)) if sys::out_of_descriptors(&e) => Err(Outcome::Unavailable(e)),
+            Err(e) => Err(Outcome::NotFound(e.to_string())),
         },
     };
-    let (found, len) = match file.and_then(|f| announceable(f.len).map(|len| (f, len))) {
+    let announced = file.and_then(|f| match announceable(f.len) {
+        Ok(len) => Ok((f, len)),
+        Err(why) => Err(Outcome::NotFound(why)),
+    });
+    let (found, len) = match announced {
         Ok(found) => found,
-        Err(why) => {
+        Err(refusal) => {
             record.status = Some(0);
             return match send_not_found(sock, ctx.send_timeout, ctx.zero_copy).await {
-                Ok(()) => Outcome::NotFound(why),
+                Ok(()) => refusal,
                 Err(e) => sent_outcome(e),
             };
         }
@@ -752,7 +808,7 @@ mod tests {
         std::fs::write(dir.path().join("a.txt"), b"hello").unwrap();
         let ctx = Ctx {
             root: Root::new(dir.path()).unwrap(),
-            files: FileCache::new(Duration::ZERO),
+            files: FileCache::new(Duration::ZERO, CACHE_CAPACITY),
             request_timeout: Duration::from_secs(5),
             send_timeout: Duration::from_secs(5),
             resolver: Resolver::Native,
@@ -793,5 +849,33 @@ mod tests {
             response,
             [&[0x49, 0x7E, 2, 1, 0, 0, 0, 5][..], b"hello"].concat()
         );
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_fits_the_descriptor_limit() {
+        // No limit: as configured.
+        assert_eq!(descriptor_budget(10_000, None), (CACHE_CAPACITY, 10_000));
+        // Plenty: as configured, the whole cache.
+        assert_eq!(
+            descriptor_budget(10_000, Some(1_048_576)),
+            (CACHE_CAPACITY, 10_000)
+        );
+        // A common default: the cache and two descriptors a connection fit.
+        let (cache, connections) = descriptor_budget(10_000, Some(1024));
+        assert_eq!((cache, connections), (126, 441));
+        assert!(cache as u64 + 2 * connections as u64 + RESERVED_DESCRIPTORS <= 1024);
+        // Scarce: still at least one connection, and no cache to hold descriptors.
+        assert_eq!(descriptor_budget(10_000, Some(64)), (6, 21));
+        assert_eq!(descriptor_budget(10_000, Some(10)), (0, 1));
+        assert_eq!(descriptor_budget(10_000, Some(0)), (0, 1));
+        // Never more than asked, never zero, never past u32::MAX.
+        assert_eq!(descriptor_budget(5, Some(1024)).1, 5);
+        assert_eq!(descriptor_budget(0, Some(1024)).1, 1);
+        assert_eq!(descriptor_budget(usize::MAX, None).1, u32::MAX as usize);
     }
 }

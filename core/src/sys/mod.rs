@@ -30,13 +30,15 @@ mod windows;
 
 #[cfg(unix)]
 pub(crate) use unix::{
-    block_sigpipe, connect_in_progress, file_state, name_state, new_file_permissions, open_walk,
-    read_at, set_reuse_address, wait_writable, Listener, RootDir,
+    block_sigpipe, connect_in_progress, descriptor_limit, file_state, name_state,
+    new_file_permissions, open_walk, out_of_descriptors, read_at, set_reuse_address, wait_writable,
+    Listener, RootDir,
 };
 #[cfg(windows)]
 pub(crate) use windows::{
-    block_sigpipe, connect_in_progress, file_state, name_state, new_file_permissions, open_walk,
-    read_at, set_reuse_address, wait_writable, Listener, RootDir,
+    block_sigpipe, connect_in_progress, descriptor_limit, file_state, name_state,
+    new_file_permissions, open_walk, out_of_descriptors, read_at, set_reuse_address, wait_writable,
+    Listener, RootDir,
 };
 
 #[cfg(target_os = "linux")]

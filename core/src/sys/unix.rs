@@ -175,6 +175,21 @@ fn state_of(stat: &rustix::fs::Stat) -> FileState {
     }
 }
 
+/// How many descriptors the process may have open (its soft RLIMIT_NOFILE); `None` for no
+/// limit.
+pub(crate) fn descriptor_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
+
+/// Whether an error says that the process (EMFILE) or the system (ENFILE) has no descriptor
+/// left.
+pub(crate) fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error().map(Errno::from_raw_os_error),
+        Some(Errno::MFILE | Errno::NFILE)
+    )
+}
+
 /// The permissions a downloaded file is created with: like any new file, 0666 less the
 /// umask (applied by open(2)).
 pub(crate) fn new_file_permissions() -> Option<Permissions> {

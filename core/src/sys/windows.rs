@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use socket2::Socket;
-use windows_sys::Win32::Foundation::ERROR_MORE_DATA;
+use windows_sys::Win32::Foundation::{ERROR_MORE_DATA, ERROR_TOO_MANY_OPEN_FILES};
 use windows_sys::Win32::Networking::WinSock::{WSAPoll, POLLWRNORM, WSAPOLLFD};
 use windows_sys::Win32::Storage::FileSystem::{
     FileBasicInfo, FileNameInfo, FileStandardInfo, GetFileInformationByHandle,
@@ -267,6 +267,16 @@ fn system_time(t: i64) -> Option<SystemTime> {
 /// (see `CAN_REPLACE_OPEN_FILES`): never asked.
 pub(crate) fn name_state(_root: &RootDir, _name: &str) -> io::Result<FileState> {
     Err(io::ErrorKind::Unsupported.into())
+}
+
+/// Windows has no small per-process limit on open handles.
+pub(crate) fn descriptor_limit() -> Option<u64> {
+    None
+}
+
+/// Whether an error says that no more files can be opened.
+pub(crate) fn out_of_descriptors(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(ERROR_TOO_MANY_OPEN_FILES as i32)
 }
 
 /// New files get Windows' defaults; there is no mode to set.

@@ -4,19 +4,21 @@
 //! that [`LogBuf`] makes for it (the [`MakeWriter`] trait). Writing every line with its own
 //! write(2) costs the server a system call per connection, so:
 //!
-//! - when standard output is a terminal, each line is written at once, as it is logged;
-//! - otherwise lines collect in a buffer, and a small thread of our own (the flusher)
-//!   writes the buffer out in one write(2) once it holds [`FLUSH_SIZE`] bytes, and in any
-//!   case [`MAX_DELAY`] after the first line in it was logged. The thread sleeps while the
-//!   buffer is empty.
+//! - lines collect in a buffer, and a small thread of our own (the flusher) writes the
+//!   buffer out in one write(2) once it holds [`FLUSH_SIZE`] bytes, and in any case
+//!   [`MAX_DELAY`] after the first line in it was logged; when standard output is a
+//!   terminal, as soon as a line is there. The thread sleeps while the buffer is empty.
+//!   Only the flusher writes: a thread that logs (a server worker) never waits for the
+//!   output.
 //!
 //! Guarantees:
 //!
 //! - Each event lands whole: the writer made for an event holds the buffer's lock from its
 //!   first byte to its last, so no other event can come between them, and batches are taken
 //!   from the buffer and written under one output lock, so they leave in order.
-//! - Memory is bounded: past [`CAP`] bytes, the thread logging writes the buffer out itself,
-//!   waiting for the output if it is slow (the same wait an unbuffered write would have).
+//! - Memory is bounded and serving never waits for the log: past [`CAP`] bytes (an output
+//!   that is slow or blocked, such as a pipe nobody reads), further lines are dropped and
+//!   counted, and once the output takes lines again a line says how many were dropped.
 //! - A failed write (EPIPE once stdout is closed, ENOSPC) drops that batch: the server does
 //!   not stop or retry, and the next batch is tried in its turn. A batch cut short inside a
 //!   line leaves that line unfinished; a newline goes before the next batch so that the
@@ -55,6 +57,13 @@ impl Batching {
         max_delay: MAX_DELAY,
         cap: CAP,
     };
+
+    /// For a person watching: each line as soon as the flusher gets to it.
+    pub const AT_ONCE: Batching = Batching {
+        flush_size: 1,
+        max_delay: Duration::ZERO,
+        cap: CAP,
+    };
 }
 
 /// The log's destination, shared by every event; clones are handles to the same buffer.
@@ -83,6 +92,8 @@ struct Pending {
     since: Option<Instant>,
     /// Set when the last handle is dropped; the flusher ends.
     closed: bool,
+    /// Lines dropped since the last batch was taken, for want of room.
+    dropped: u64,
 }
 
 /// Where batches go, and the batch being written.
@@ -97,8 +108,12 @@ struct Output {
 impl LogBuf {
     /// The server's standard output: line by line on a terminal, in batches otherwise.
     pub fn stdout() -> LogBuf {
-        let batching = (!io::stdout().is_terminal()).then_some(Batching::DEFAULT);
-        LogBuf::new(Box::new(Stdout), batching)
+        let batching = if io::stdout().is_terminal() {
+            Batching::AT_ONCE
+        } else {
+            Batching::DEFAULT
+        };
+        LogBuf::new(Box::new(Stdout), Some(batching))
     }
 
     /// A log writing to `sink`: in batches as `batching` says, or each event at once.
@@ -122,6 +137,7 @@ impl LogBuf {
                 buf: Vec::new(),
                 since: None,
                 closed: false,
+                dropped: 0,
             }),
             wake: Condvar::new(),
             output: Mutex::new(Output {
@@ -241,6 +257,13 @@ impl Shared {
             self.write_out(1);
             return;
         };
+        if len > b.cap && start > 0 {
+            // The flusher is not keeping up (the output is slow or blocked): drop this
+            // line rather than wait or let the buffer grow, and count it.
+            pending.buf.truncate(start);
+            pending.dropped += 1;
+            return;
+        }
         // The flusher is woken only when it has something new to do (each wake-up is a
         // system call): a first line to time, or a full batch.
         let wake = if start == 0 {
@@ -253,15 +276,11 @@ impl Shared {
         if wake {
             self.wake.notify_one();
         }
-        if len >= b.cap {
-            // The flusher is not keeping up (the output is slow or blocked): write the
-            // buffer here, and wait for the output rather than let the buffer grow.
-            self.write_out(b.cap);
-        }
     }
 
-    /// Takes what is buffered, if it is at least `at_least` bytes (and not nothing), and
-    /// writes it out. Returns once it is written or dropped.
+    /// Takes what is buffered, if it is at least `at_least` bytes (and not nothing), with a
+    /// line counting the lines dropped since the last time, and writes it out. Returns once
+    /// it is written or dropped.
     fn write_out(&self, at_least: usize) {
         let mut output = lock(&self.output);
         {
@@ -271,6 +290,13 @@ impl Shared {
             }
             mem::swap(&mut pending.buf, &mut output.batch);
             pending.since = None;
+            let dropped = mem::take(&mut pending.dropped);
+            if dropped > 0 {
+                let _ = writeln!(
+                    output.batch,
+                    "filefetch: {dropped} log lines dropped: the output did not keep up"
+                );
+            }
         }
         output.write_batch();
     }
@@ -519,7 +545,12 @@ mod tests {
         const THREADS: usize = 8;
         const LINES: usize = 2000;
         let probe = Probe::default();
-        let log_buf = LogBuf::new(probe.sink(), batched(512, Duration::from_millis(1), 4096));
+        // Room for every line (about 450 KiB), so that none is dropped however far ahead of
+        // the flusher the threads get.
+        let log_buf = LogBuf::new(
+            probe.sink(),
+            batched(512, Duration::from_millis(1), 1 << 20),
+        );
         thread::scope(|s| {
             for t in 0..THREADS {
                 let log_buf = &log_buf;
@@ -683,7 +714,7 @@ mod tests {
     }
 
     #[test]
-    fn memory_stays_bounded_when_the_output_blocks() {
+    fn logging_never_waits_for_a_blocked_output() {
         const CAP_BYTES: usize = 1024;
         const LINES: usize = 400;
         let probe = Probe::default();
@@ -693,31 +724,42 @@ mod tests {
             batched(64, Duration::from_millis(1), CAP_BYTES),
         );
         let line = |i: usize| format!("line {i:05} {}\n", "-".repeat(20));
-        let line_len = line(0).len();
-        let logged = AtomicUsize::new(0);
-        thread::scope(|s| {
-            let logger = s.spawn(|| {
-                for i in 0..LINES {
+        // The flusher takes a first batch and blocks writing it.
+        log(&log_buf, &line(0));
+        wait_until("the flusher blocks", || probe.calls() > 0);
+        // Every line is logged at once, output blocked or not; memory stays bounded.
+        let logger = thread::spawn({
+            let log_buf = log_buf.clone();
+            move || {
+                for i in 1..LINES {
                     log(&log_buf, &line(i));
-                    logged.fetch_add(1, Ordering::SeqCst);
+                    assert!(log_buf.buffered() <= CAP_BYTES);
                 }
-            });
-            // The logging thread stops: blocked in the write itself, or with a full buffer
-            // (then waiting for the output, held by the flusher's blocked write).
-            let id = logger.thread().id();
-            wait_until("the logging thread blocks", || {
-                probe.is_waiting(id) || log_buf.buffered() >= CAP_BYTES
-            });
-            for _ in 0..20 {
-                assert!(log_buf.buffered() <= CAP_BYTES + line_len);
-                assert!(logged.load(Ordering::SeqCst) < LINES);
-                thread::sleep(Duration::from_millis(1));
             }
-            probe.open_gate();
         });
+        wait_until("the logging thread is done", || logger.is_finished());
+        logger.join().unwrap();
+        assert!(!probe.is_waiting(thread::current().id()));
+        probe.open_gate();
         drop(log_buf);
-        let want: String = (0..LINES).map(line).collect();
-        assert!(probe.out() == want, "lines lost or out of order");
+        // What came through: lines in order, then how many were dropped, nothing else.
+        let out = probe.out();
+        let written: Vec<&str> = out.lines().filter(|l| l.starts_with("line ")).collect();
+        let notice: Vec<&str> = out.lines().filter(|l| !l.starts_with("line ")).collect();
+        assert_eq!(notice.len(), 1, "{out}");
+        let dropped: usize = notice[0]
+            .strip_prefix("filefetch: ")
+            .and_then(|n| n.strip_suffix(" log lines dropped: the output did not keep up"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{}", notice[0]));
+        assert!(dropped > 0);
+        assert_eq!(written.len() + dropped, LINES);
+        let mut last = None;
+        for l in &written {
+            let i: usize = l[5..10].parse().unwrap();
+            assert!(last < Some(i), "out of order: {out}");
+            last = Some(i);
+        }
     }
 
     #[test]

@@ -558,3 +558,47 @@ fn unreadable_files_are_refused() {
     }
     assert_eq!(listing(dir.path()), ["open.txt"]);
 }
+
+/// A log output that nobody reads (a pipe whose reader stopped) never stops the server:
+/// past the log's buffer, lines are dropped and counted, and clients are still served.
+// Thousands of connections: quick on Linux, far too slow under Wine.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_unread_log_never_stops_the_server() {
+    use std::io::{BufRead, BufReader, Write};
+
+    let root = tempdir().unwrap();
+    fs::write(root.path().join("f"), b"still served").unwrap();
+    let mut cmd = command(root.path());
+    cmd.args(["serve", "0", "--bind", "127.0.0.1", "--root"])
+        .arg(root.path())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    // Read the first line only, then never again: the pipe (64 KiB) and the log's buffer
+    // (1 MiB) fill with the junk connections' lines.
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let port: u16 = first
+        .split_whitespace()
+        .nth(2)
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {first:?}"));
+    let patient = filefetch::FetchOptions::new().idle_timeout(Duration::from_secs(10));
+    for round in 0..4 {
+        // About 12,000 log lines a round, well past what the pipe and the buffer hold.
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        for _ in 0..12_000 {
+            // A server that stopped accepting shows here first: go on to the check.
+            let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+                break;
+            };
+            let _ = s.write_all(b"junk!");
+        }
+        let got = filefetch::fetch_bytes("127.0.0.1", port, "f", &patient);
+        assert_eq!(got.unwrap(), b"still served", "round {round}");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

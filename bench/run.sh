@@ -139,6 +139,14 @@ vm() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 
 # Sockets a process holds open (its listening sockets included).
 sockets() { find "/proc/$1/fd" -lname 'socket:*' 2>/dev/null | wc -l; }
+# The same over a process and its children (nginx's workers).
+sockets_tree() {
+    local total=0 pid
+    for pid in "$1" $(pgrep -P "$1" || true); do
+        total=$((total + $(sockets "$pid")))
+    done
+    echo "$total"
+}
 
 # Memory the kernel has charged to TCP sockets, machine-wide (other processes' included),
 # in KiB.
@@ -370,14 +378,17 @@ say "scenario 4: server memory holding 10,000 idle connections"
 # dropped a second after it connects without sending a request).
 start_filefetch "$FF_PORT" --request-timeout 60
 hold_idle() { # subject port pid
-    local out=$WORK/hold.out before
+    local out=$WORK/hold.out before base_sockets
     before=$(vm_tree "$3" VmRSS)
+    base_sockets=$(sockets_tree "$3")
     timeout 60 "$LOADGEN" hold --addr "127.0.0.1:$2" --connections 10000 --seconds 4 >"$out" 2>>"$WORK/loadgen.err" &
     local hold=$!
     PIDS+=("$hold")
     for ((i = 0; i < 400; i++)); do grep -qs '^open=' "$out" && break; sleep 0.05; done
     sleep 1
     rec s4 "$1" idle_10k_open "$(sed -n 's/^open=//p' "$out")"
+    # Held by the server itself (the rest, if any, wait in its listen backlog).
+    rec s4 "$1" idle_10k_held "$(($(sockets_tree "$3") - base_sockets))"
     rec s4 "$1" idle_10k_rss_kib "$(vm_tree "$3" VmRSS)"
     rec s4 "$1" idle_base_rss_kib "$before"
     wait "$hold" || true

@@ -361,6 +361,7 @@ mod tests {
     }
 
     /// A cache that keeps the response of any file, however recently changed.
+    #[cfg(unix)]
     fn eager(ttl: Duration) -> FileCache {
         FileCache {
             settled: Duration::ZERO,
@@ -376,10 +377,14 @@ mod tests {
 
     /// Past the granularity of the file system's timestamps, so a change made now gets a
     /// change time unlike one made before.
+    #[cfg(unix)]
     fn next_tick() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    // Unix only: reuse needs the name looked up by `stat`, which Windows lacks (there the
+    // server keeps no file open between requests: see sys::CAN_REPLACE_OPEN_FILES).
+    #[cfg(unix)]
     #[test]
     fn reuses_the_open_file_within_its_lifetime() {
         let (dir, root) = setup();
@@ -533,6 +538,9 @@ mod tests {
         assert_eq!(cache.len(), 0);
     }
 
+    // Unix only: reuse needs the name looked up by `stat`, which Windows lacks (there the
+    // server keeps no file open between requests: see sys::CAN_REPLACE_OPEN_FILES).
+    #[cfg(unix)]
     #[test]
     fn a_settled_file_is_answered_from_memory() {
         let (dir, root) = setup();
@@ -556,6 +564,9 @@ mod tests {
         assert_eq!((cache.len(), cache.response_bytes()), (0, 0));
     }
 
+    // Unix only: reuse needs the name looked up by `stat`, which Windows lacks (there the
+    // server keeps no file open between requests: see sys::CAN_REPLACE_OPEN_FILES).
+    #[cfg(unix)]
     #[test]
     fn a_kept_response_follows_changes_of_the_same_size() {
         let (dir, root) = setup();
@@ -645,6 +656,9 @@ mod tests {
         assert_eq!((cache.len(), cache.response_bytes()), (1, 0));
     }
 
+    // Unix only: reuse needs the name looked up by `stat`, which Windows lacks (there the
+    // server keeps no file open between requests: see sys::CAN_REPLACE_OPEN_FILES).
+    #[cfg(unix)]
     #[test]
     fn kept_responses_stay_within_the_memory_budget() {
         let (dir, root) = setup();

@@ -375,6 +375,17 @@ mod tests {
         r
     }
 
+    /// Overwrites the start of the file at `path` with `data`: same inode, size kept if
+    /// `data` is no longer.
+    #[cfg(unix)]
+    fn rewrite_in_place(path: &std::path::Path, data: &[u8]) {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, data))
+            .unwrap();
+    }
+
     /// Past the granularity of the file system's timestamps, so a change made now gets a
     /// change time unlike one made before.
     #[cfg(unix)]
@@ -579,11 +590,7 @@ mod tests {
         assert_eq!(&before.response.unwrap()[..], &response_for(b"one")[..]);
         next_tick();
         // Rewritten in place, same inode and same size.
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, b"two"))
-            .unwrap();
+        rewrite_in_place(&path, b"two");
         let after = cache.open(&root, "a", Resolver::Native, t).unwrap();
         assert!(Arc::ptr_eq(&before.file, &after.file));
         assert_eq!(&after.response.unwrap()[..], &response_for(b"two")[..]);
@@ -614,11 +621,7 @@ mod tests {
         let kept = cache.open(&root, "a", Resolver::Native, t).unwrap();
         assert_eq!(&kept.response.unwrap()[..], &response_for(b"one")[..]);
         next_tick();
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, b"two"))
-            .unwrap();
+        rewrite_in_place(&path, b"two");
         // Make the kept response's record match the file as it is now, as if the write had
         // left the times alone.
         let now = root.name_state("a").unwrap();

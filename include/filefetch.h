@@ -44,18 +44,22 @@ typedef enum filefetch_status {
      */
     FILEFETCH_STATUS_EXISTS = 2,
     /**
-     * No data arrived within the timeout, or connecting took too long.
+     * A timeout or a time limit expired: no data within the idle timeout, connecting took
+     * too long, the whole fetch took longer than its maximum time, or data arrived more
+     * slowly than the minimum rate.
      */
     FILEFETCH_STATUS_TIMEOUT = 3,
     /**
-     * The host could not be resolved, no connection could be made, or the server closed
-     * the connection without sending any response. (The original `server.py` does the
-     * latter for a missing file.)
+     * The host could not be resolved, or no connection could be made to any of its
+     * addresses. (A server that accepts the connection and then closes it without a
+     * response gives `FILEFETCH_STATUS_PROTOCOL`.)
      */
     FILEFETCH_STATUS_CONNECTION = 4,
     /**
-     * The server's response was not a valid FileResponse: wrong magic or type, a header cut
-     * short, or more data than announced.
+     * The server broke the protocol: a response that is not a valid FileResponse (wrong
+     * magic or type, a header cut short, more data than announced), or a close of the
+     * connection without any response. (The original `server.py` does the latter for a
+     * missing file.)
      */
     FILEFETCH_STATUS_PROTOCOL = 5,
     /**
@@ -68,8 +72,9 @@ typedef enum filefetch_status {
      */
     FILEFETCH_STATUS_IO = 7,
     /**
-     * An argument was NULL, not valid UTF-8, or out of range, or the file name cannot be
-     * requested (empty, longer than 1024 bytes, or without a usable last component).
+     * An argument was NULL, not valid UTF-8, or out of range (the message names the
+     * setting), or the file name cannot be requested (empty, longer than 1024 bytes, or
+     * without a usable last component).
      */
     FILEFETCH_STATUS_INVALID_ARGUMENT = 8,
     /**
@@ -85,10 +90,16 @@ typedef enum filefetch_status {
      * still usable, but the operation did not complete.
      */
     FILEFETCH_STATUS_PANIC = 11,
+    /**
+     * The server announced a file larger than the maximum size set with
+     * `filefetch_fetch_options_set_max_size`; no data was read and nothing was left behind.
+     */
+    FILEFETCH_STATUS_TOO_LARGE = 12,
 } filefetch_status;
 
 /**
- * How fetches behave: destination, overwriting, timeouts, callbacks. Opaque.
+ * How fetches behave: destination, overwriting, timeouts and time limits, maximum size,
+ * callbacks. Opaque.
  *
  * Create with `filefetch_fetch_options_new`, change with the setters, release with
  * `filefetch_fetch_options_free`. One handle may be used by several fetches, also on
@@ -99,8 +110,9 @@ typedef struct filefetch_fetch_options filefetch_fetch_options;
 /**
  * A server running on a background thread. Opaque.
  *
- * Created by `filefetch_server_start`; stopped by `filefetch_server_stop` or
- * `filefetch_server_shutdown`; released by `filefetch_server_free`, which also stops it.
+ * Created by `filefetch_server_start`; stopped by `filefetch_server_abort` (at once) or
+ * `filefetch_server_shutdown` (gracefully); released by `filefetch_server_free`, which also
+ * stops it at once.
  * All functions taking it are thread-safe, except `filefetch_server_free`, which must be
  * the last use.
  */
@@ -170,7 +182,8 @@ const char *filefetch_last_error(void);
 /**
  * Creates a fetch options handle with the defaults: the file goes to the requested name's
  * last component in the current directory, an existing file is never overwritten, the idle
- * timeout is 1 s, the connect timeout 5 s, no callbacks.
+ * timeout is 1 s, the connect timeout 5 s, no limit on the whole fetch's time, no minimum
+ * rate, no maximum size, no callbacks.
  *
  * On success `*out_options` receives a new handle, owned by the caller, to be released with
  * `filefetch_fetch_options_free`. `out_options` must not be NULL. Thread-safe.
@@ -218,7 +231,8 @@ enum filefetch_status filefetch_fetch_options_set_fsync(struct filefetch_fetch_o
 /**
  * Sets the idle timeout in milliseconds: how long any read or write may wait for progress
  * before the fetch fails with `FILEFETCH_STATUS_TIMEOUT` (1000 by default, as the protocol
- * prescribes). 0 gives `FILEFETCH_STATUS_INVALID_ARGUMENT`.
+ * prescribes). 0 gives `FILEFETCH_STATUS_INVALID_ARGUMENT` (the message names
+ * `idle_timeout`) and leaves the setting as it was.
  *
  * `options` must not be NULL. Not thread-safe for one handle: no other call may use it
  * meanwhile.
@@ -228,13 +242,54 @@ enum filefetch_status filefetch_fetch_options_set_timeout_ms(struct filefetch_fe
 
 /**
  * Sets how long connecting to one address of the host may take, in milliseconds (5000 by
- * default). 0 gives `FILEFETCH_STATUS_INVALID_ARGUMENT`.
+ * default). 0 gives `FILEFETCH_STATUS_INVALID_ARGUMENT` (the message names
+ * `connect_timeout`) and leaves the setting as it was.
  *
  * `options` must not be NULL. Not thread-safe for one handle: no other call may use it
  * meanwhile.
  */
 enum filefetch_status filefetch_fetch_options_set_connect_timeout_ms(struct filefetch_fetch_options *options,
                                                                      uint32_t timeout_ms);
+
+/**
+ * Limits the whole fetch, connecting included, to `max_time_ms` milliseconds (curl's
+ * `--max-time`): past it the fetch fails with `FILEFETCH_STATUS_TIMEOUT` and leaves nothing
+ * behind. 0 (the default) means no limit. More than a year (31536000000 ms) gives
+ * `FILEFETCH_STATUS_INVALID_ARGUMENT` (the message names `max_time`) and leaves the
+ * setting as it was.
+ *
+ * `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+ * meanwhile.
+ */
+enum filefetch_status filefetch_fetch_options_set_max_time_ms(struct filefetch_fetch_options *options,
+                                                              uint64_t max_time_ms);
+
+/**
+ * Fails the fetch with `FILEFETCH_STATUS_TIMEOUT`, leaving nothing behind, when fewer than
+ * `bytes_per_sec` bytes a second arrive over a window of `window_ms` milliseconds (curl's
+ * `--speed-limit` and `--speed-time`; curl's default window is 30000 ms). A
+ * `bytes_per_sec` of 0 (the default) turns the check off, whatever the window. With a
+ * nonzero rate, a window of 0 or of more than a year gives
+ * `FILEFETCH_STATUS_INVALID_ARGUMENT` (the message names `min_rate window`) and leaves the
+ * setting as it was.
+ *
+ * `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+ * meanwhile.
+ */
+enum filefetch_status filefetch_fetch_options_set_min_rate(struct filefetch_fetch_options *options,
+                                                           uint64_t bytes_per_sec,
+                                                           uint32_t window_ms);
+
+/**
+ * Sets the largest file accepted, in bytes: when the server announces a larger one, the
+ * fetch fails with `FILEFETCH_STATUS_TOO_LARGE` before any data is read, and leaves nothing
+ * behind. `UINT64_MAX` (the default) means no limit; 0 accepts only empty files.
+ *
+ * `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+ * meanwhile.
+ */
+enum filefetch_status filefetch_fetch_options_set_max_size(struct filefetch_fetch_options *options,
+                                                           uint64_t max_size);
 
 /**
  * Sets the progress callback and the `user_data` pointer passed to it; a NULL `callback`
@@ -269,7 +324,8 @@ enum filefetch_status filefetch_fetch_options_set_interrupt(struct filefetch_fet
  * `name` in the current directory); it appears only once the whole file has arrived, and
  * after any failure nothing is left behind. On success `*out_size` receives the file's size
  * in bytes; on failure it is not written and `filefetch_last_error` describes what
- * happened.
+ * happened. Options out of range (which the setters refuse already) give
+ * `FILEFETCH_STATUS_INVALID_ARGUMENT`.
  *
  * No argument may be NULL. Blocks the calling thread until done. Thread-safe: several
  * threads may fetch at once, sharing an options handle or not.
@@ -284,9 +340,14 @@ enum filefetch_status filefetch_fetch(const char *host,
  * Downloads the file `name` from `host`:`port` into memory.
  *
  * Arguments are as for `filefetch_fetch`; the options' output path, overwrite and fsync
- * settings do not apply. On success `*out_data` receives a buffer owned by the caller, to
- * be released with `filefetch_bytes_free` (never with `free`), and `*out_len` its length in
- * bytes; the buffer is never NULL, even for an empty file. On failure neither is written.
+ * settings do not apply. Once the server has announced the file's size, one buffer of
+ * exactly that size is allocated and the data is received straight into it: no other copy
+ * is made, and a maximum size (`filefetch_fetch_options_set_max_size`) is enforced before
+ * anything is allocated. On success `*out_data` receives that buffer, owned by the caller,
+ * to be released with `filefetch_bytes_free` (never with `free`), and `*out_len` its
+ * length in bytes; the buffer is never NULL, even for an empty file. On failure neither is
+ * written and no memory stays allocated; a buffer that cannot be allocated gives
+ * `FILEFETCH_STATUS_IO` ("out of memory").
  *
  * No argument may be NULL. Blocks the calling thread until done. Thread-safe.
  */
@@ -350,7 +411,9 @@ enum filefetch_status filefetch_server_options_set_port(struct filefetch_server_
 
 /**
  * Sets the most connections handled at once (10000 by default); more wait in the listen
- * backlog until one ends. 0 gives `FILEFETCH_STATUS_INVALID_ARGUMENT`.
+ * backlog until one ends. 0, or more than 4294967295, gives
+ * `FILEFETCH_STATUS_INVALID_ARGUMENT` (the message names `max_connections`) and leaves the
+ * setting as it was.
  *
  * `options` must not be NULL. Not thread-safe for one handle: no other call may use it
  * meanwhile.
@@ -361,7 +424,8 @@ enum filefetch_status filefetch_server_options_set_max_connections(struct filefe
 /**
  * Sets how long a client has, from connecting, to send its whole request, in milliseconds
  * (1000 by default); a client that takes longer is disconnected without a response.
- * 0 gives `FILEFETCH_STATUS_INVALID_ARGUMENT`.
+ * 0 gives `FILEFETCH_STATUS_INVALID_ARGUMENT` (the message names `request_timeout`) and
+ * leaves the setting as it was.
  *
  * `options` must not be NULL. Not thread-safe for one handle: no other call may use it
  * meanwhile.
@@ -371,7 +435,8 @@ enum filefetch_status filefetch_server_options_set_request_timeout_ms(struct fil
 
 /**
  * Sets how long a client may read nothing before it is dropped, in milliseconds (10000 by
- * default). 0 gives `FILEFETCH_STATUS_INVALID_ARGUMENT`.
+ * default). 0 gives `FILEFETCH_STATUS_INVALID_ARGUMENT` (the message names
+ * `send_timeout`) and leaves the setting as it was.
  *
  * `options` must not be NULL. Not thread-safe for one handle: no other call may use it
  * meanwhile.
@@ -381,7 +446,7 @@ enum filefetch_status filefetch_server_options_set_send_timeout_ms(struct filefe
 
 /**
  * Sets how long transfers in flight may take to finish after `filefetch_server_shutdown`,
- * in milliseconds (10000 by default); 0 cuts them at once, as `filefetch_server_stop` does.
+ * in milliseconds (10000 by default); 0 cuts them at once, as `filefetch_server_abort` does.
  *
  * `options` must not be NULL. Not thread-safe for one handle: no other call may use it
  * meanwhile.
@@ -390,7 +455,9 @@ enum filefetch_status filefetch_server_options_set_grace_period_ms(struct filefe
                                                                    uint32_t grace_ms);
 
 /**
- * Sets the number of worker threads; 0 (the default) means one per CPU core.
+ * Sets the number of worker threads; 0 (the default) means one per CPU core. More than 1024
+ * gives `FILEFETCH_STATUS_INVALID_ARGUMENT` (the message names `threads`) and leaves the
+ * setting as it was.
  *
  * `options` must not be NULL. Not thread-safe for one handle: no other call may use it
  * meanwhile.
@@ -416,7 +483,8 @@ enum filefetch_status filefetch_server_options_set_file_cache_ms(struct filefetc
  *
  * On success `*out_server` receives a new handle, owned by the caller, to be released with
  * `filefetch_server_free`. A root that cannot be opened or an address that cannot be
- * listened on gives `FILEFETCH_STATUS_IO`. No argument may be NULL. Thread-safe.
+ * listened on gives `FILEFETCH_STATUS_IO`; options out of range (which the setters refuse
+ * already) give `FILEFETCH_STATUS_INVALID_ARGUMENT`. No argument may be NULL. Thread-safe.
  */
 enum filefetch_status filefetch_server_start(const struct filefetch_server_options *options,
                                              struct filefetch_server **out_server);
@@ -434,13 +502,20 @@ enum filefetch_status filefetch_server_port(const struct filefetch_server *serve
  * Stopping a stopped server does nothing and returns `FILEFETCH_STATUS_OK`.
  * Thread-safe; NULL gives `FILEFETCH_STATUS_INVALID_ARGUMENT`.
  */
+enum filefetch_status filefetch_server_abort(struct filefetch_server *server);
+
+/**
+ * The former name of `filefetch_server_abort`, kept so programs built against earlier
+ * versions keep working: exactly the same function. New code should call
+ * `filefetch_server_abort` (stop at once) or `filefetch_server_shutdown` (gracefully).
+ */
 enum filefetch_status filefetch_server_stop(struct filefetch_server *server);
 
 /**
  * Stops the server gracefully: it stops accepting at once, lets transfers in flight finish
  * within the grace period (10 s by default; see
  * `filefetch_server_options_set_grace_period_ms`), then waits for its thread to end.
- * Otherwise as `filefetch_server_stop`.
+ * Otherwise as `filefetch_server_abort`.
  */
 enum filefetch_status filefetch_server_shutdown(struct filefetch_server *server);
 

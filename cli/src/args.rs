@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use filefetch::config;
 
 /// Shown after `--help`: the exit codes, which are part of the command's interface.
 const EXIT_CODES: &str = "\
@@ -19,7 +20,8 @@ Exit status:
          server closed without a response)
     7    incomplete transfer
     8    cannot resolve the host or connect to it
-    130  interrupted (SIGINT or SIGTERM)";
+    9    the file is larger than --max-size (nothing was read)
+    130  interrupted (SIGINT, SIGTERM, SIGHUP or SIGQUIT)";
 
 /// Fetch a file from a server, or serve a directory, with the 0x497E
 /// FileRequest/FileResponse protocol.
@@ -56,30 +58,29 @@ pub struct ServeArgs {
     pub binds: Vec<IpAddr>,
 
     /// Most connections served at once; more wait in the listen backlog.
-    #[arg(long, value_name = "N", default_value_t = 10_000,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_connections: u64,
+    #[arg(long, value_name = "N", default_value_t = config::MAX_CONNECTIONS)]
+    pub max_connections: usize,
 
     /// Seconds a client has, from connecting, to send its whole request.
-    #[arg(long, value_name = "SECS", default_value = "1", value_parser = positive_secs)]
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = secs("request_timeout"))]
     pub request_timeout: Duration,
 
     /// Seconds a client may read nothing before it is dropped.
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = positive_secs)]
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = secs("send_timeout"))]
     pub send_timeout: Duration,
 
     /// Seconds transfers in flight may take to finish after SIGINT or SIGTERM.
-    #[arg(long = "grace", value_name = "SECS", default_value = "10", value_parser = secs)]
+    #[arg(long = "grace", value_name = "SECS", default_value = "10", value_parser = secs("grace_period"))]
     pub grace_period: Duration,
 
     /// Worker threads (0: one per CPU core).
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = config::THREADS)]
     pub threads: usize,
 
     /// Seconds a small file (64 KiB or less) stays open for reuse by later requests of the
     /// same name (0: open every file afresh). A file deleted or replaced is seen at once; a
     /// rename away or a permission change can take this long.
-    #[arg(long, value_name = "SECS", default_value = "1", value_parser = secs)]
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = secs("file_cache"))]
     pub file_cache: Duration,
 
     /// Use the portable code paths instead of system-specific fast ones.
@@ -110,31 +111,45 @@ pub struct FetchArgs {
     pub overwrite: bool,
 
     /// Seconds to wait for any data before giving up.
-    #[arg(long, value_name = "SECS", default_value = "1", value_parser = positive_secs)]
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = secs("idle_timeout"))]
     pub timeout: Duration,
 
     /// Seconds to wait for a connection to each address of the host.
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = positive_secs)]
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = secs("connect_timeout"))]
     pub connect_timeout: Duration,
+
+    /// Seconds the whole fetch may take, connecting included (no limit by default).
+    #[arg(long, value_name = "SECS", value_parser = secs("max_time"))]
+    pub max_time: Option<Duration>,
+
+    /// Give up when fewer than this many bytes a second arrive over --speed-time seconds
+    /// (off by default).
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    pub speed_limit: u64,
+
+    /// Seconds over which --speed-limit is measured.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = secs("min_rate window"))]
+    pub speed_time: Duration,
+
+    /// Refuse a file larger than this many bytes, before any of it is read (no limit by
+    /// default).
+    #[arg(long, value_name = "BYTES")]
+    pub max_size: Option<u64>,
 
     /// Print neither a progress bar nor the success line; errors are still reported.
     #[arg(short, long)]
     pub quiet: bool,
 }
 
-/// A non-negative number of seconds, fractions allowed ("0.5").
-fn secs(text: &str) -> Result<Duration, String> {
-    let value: f64 = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    Duration::try_from_secs_f64(value).map_err(|_| format!("{text:?} is not a valid duration"))
-}
-
-/// A number of seconds greater than zero.
-fn positive_secs(text: &str) -> Result<Duration, String> {
-    match secs(text)? {
-        Duration::ZERO => Err("must be greater than 0".to_owned()),
-        d => Ok(d),
+/// A parser of a number of seconds (fractions allowed, "0.5") for the setting `option`,
+/// checked by the library's rule for durations; whether 0 is allowed is the library's to
+/// say when the settings are built.
+fn secs(option: &'static str) -> impl Fn(&str) -> Result<Duration, String> + Clone {
+    move |text: &str| {
+        let value: f64 = text
+            .parse()
+            .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+        config::seconds(option, value).map_err(|e| e.to_string())
     }
 }
 
@@ -150,13 +165,11 @@ mod tests {
 
     #[test]
     fn seconds_parse() {
+        let secs = secs("t");
         assert_eq!(secs("0.25"), Ok(Duration::from_millis(250)));
         assert_eq!(secs("0"), Ok(Duration::ZERO));
-        assert!(secs("-1").is_err());
-        assert!(secs("inf").is_err());
-        assert!(secs("NaN").is_err());
-        assert!(secs("soon").is_err());
-        assert!(positive_secs("0").is_err());
-        assert_eq!(positive_secs("2"), Ok(Duration::from_secs(2)));
+        for bad in ["-1", "inf", "NaN", "soon", "1e19"] {
+            assert!(secs(bad).is_err(), "{bad}");
+        }
     }
 }

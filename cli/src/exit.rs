@@ -11,12 +11,16 @@
 //! | 6    | protocol error: malformed response, truncated header, excess data, server closed without a response |
 //! | 7    | incomplete transfer |
 //! | 8    | cannot resolve the host or connect to it |
-//! | 130  | interrupted (SIGINT or SIGTERM) |
+//! | 9    | the file is larger than `--max-size` |
+//! | 130  | interrupted (SIGINT, SIGTERM, SIGHUP or SIGQUIT) |
+//!
+//! A library error's code comes from its [`ErrorKind`] alone, in [`Exit::for_kind`]; the
+//! README's error table lists it beside the C status and the Python exception.
 
 use std::fmt;
 use std::process::ExitCode;
 
-use filefetch::Error;
+use filefetch::{Error, ErrorKind};
 
 /// Every way the command can end; the discriminant is the exit status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,27 +35,24 @@ pub enum Exit {
     Protocol = 6,
     Incomplete = 7,
     Unreachable = 8,
+    TooLarge = 9,
     Interrupted = 130,
 }
 
 impl Exit {
-    /// The exit status a library error calls for. Variants added to the library later
-    /// count as "other".
-    pub fn for_error(error: &Error) -> Exit {
-        match error {
-            Error::NotFound { .. } => Exit::NotFound,
-            Error::DestinationExists { .. } => Exit::Exists,
-            Error::Timeout { .. } => Exit::Timeout,
-            Error::ServerClosed
-            | Error::MalformedResponse(_)
-            | Error::TruncatedHeader { .. }
-            | Error::ExcessData { .. } => Exit::Protocol,
-            Error::Incomplete { .. } => Exit::Incomplete,
-            Error::Resolve { .. } | Error::Connect { .. } => Exit::Unreachable,
-            Error::InvalidName { .. } => Exit::Usage,
-            Error::Interrupted => Exit::Interrupted,
-            Error::Io { .. } | Error::Bind { .. } | Error::Aborted => Exit::Other,
-            _ => Exit::Other,
+    /// The exit status for a kind of library error.
+    pub fn for_kind(kind: ErrorKind) -> Exit {
+        match kind {
+            ErrorKind::NotFound => Exit::NotFound,
+            ErrorKind::DestinationExists => Exit::Exists,
+            ErrorKind::TimedOut => Exit::Timeout,
+            ErrorKind::Unreachable => Exit::Unreachable,
+            ErrorKind::Protocol => Exit::Protocol,
+            ErrorKind::Incomplete => Exit::Incomplete,
+            ErrorKind::TooLarge => Exit::TooLarge,
+            ErrorKind::InvalidArgument => Exit::Usage,
+            ErrorKind::Local | ErrorKind::Aborted => Exit::Other,
+            ErrorKind::Interrupted => Exit::Interrupted,
         }
     }
 }
@@ -88,7 +89,7 @@ impl From<Error> for Failure {
             );
         }
         Failure {
-            exit: Exit::for_error(&error),
+            exit: Exit::for_kind(error.kind()),
             message,
         }
     }
@@ -116,11 +117,45 @@ mod tests {
             (Exit::Protocol, 6),
             (Exit::Incomplete, 7),
             (Exit::Unreachable, 8),
+            (Exit::TooLarge, 9),
             (Exit::Interrupted, 130),
         ];
         for (exit, code) in all {
             assert_eq!(exit as u8, code);
         }
+    }
+
+    /// Every kind's code is the one in the README's error table.
+    #[test]
+    fn every_kind_has_the_documented_code() {
+        let table = error_table();
+        for kind in ErrorKind::ALL {
+            let row = table
+                .iter()
+                .find(|row| row[0] == format!("`{kind:?}`"))
+                .unwrap_or_else(|| panic!("{kind:?} is not in the README's table"));
+            assert_eq!(row[2], (Exit::for_kind(kind) as u8).to_string(), "{kind:?}");
+        }
+        assert_eq!(table.len(), ErrorKind::ALL.len());
+    }
+
+    /// The rows of the README's error table, cells trimmed.
+    fn error_table() -> Vec<Vec<String>> {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("| kind | meaning |")
+            .expect("the README has an error table");
+        readme[start..]
+            .lines()
+            .skip(2)
+            .take_while(|line| line.starts_with('|'))
+            .map(|line| {
+                line.trim_matches('|')
+                    .split('|')
+                    .map(|cell| cell.trim().to_owned())
+                    .collect()
+            })
+            .collect()
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! `filefetch fetch`: download one file, with a progress bar when a person is watching.
 
-use std::cell::OnceCell;
+use std::sync::OnceLock;
 use std::io::{self, IsTerminal, Write};
 use std::ops::ControlFlow;
 
-use filefetch::{fetch_with_progress, FetchOptions};
+use filefetch::{Fetch, FetchOptions};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::args::FetchArgs;
@@ -19,30 +19,35 @@ pub fn run(args: FetchArgs) -> Result<(), Failure> {
     // ends the process at once.
     let interrupt = Interrupt::install(2)
         .map_err(|e| Failure::new(Exit::Other, format!("cannot handle signals: {e}")))?;
-    let mut options = FetchOptions::new()
+    let mut options = FetchOptions::builder()
         .idle_timeout(args.timeout)
         .connect_timeout(args.connect_timeout)
+        .min_rate(args.speed_limit, args.speed_time)
         .overwrite(args.overwrite)
         .interrupt(move || interrupt.raised());
     if let Some(output) = &args.output {
         options = options.output(output);
     }
+    if let Some(limit) = args.max_time {
+        options = options.max_time(limit);
+    }
+    if let Some(limit) = args.max_size {
+        options = options.max_size(limit);
+    }
+    let options = options.build()?;
 
     let show_progress = !args.quiet && io::stderr().is_terminal();
     // Created on the first report, once the size is known.
-    let bar: OnceCell<ProgressBar> = OnceCell::new();
-    let result = fetch_with_progress(
-        &args.host,
-        args.port,
-        &args.name,
-        &options,
-        |received, total| {
+    let bar: OnceLock<ProgressBar> = OnceLock::new();
+    let result = Fetch::new(&args.host, args.port, &args.name)
+        .options(&options)
+        .progress(|received, total| {
             if show_progress {
                 bar.get_or_init(|| new_bar(total)).set_position(received);
             }
             ControlFlow::Continue(())
-        },
-    );
+        })
+        .to_file();
     if let Some(bar) = bar.get() {
         match result {
             Ok(_) => bar.finish_and_clear(),

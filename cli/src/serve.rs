@@ -36,15 +36,16 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         .iter()
         .map(|&ip| SocketAddr::new(ip, args.port))
         .collect();
-    let config = ServerConfig::new()
+    let config = ServerConfig::builder()
         .root(&args.root)
-        .max_connections(usize::try_from(args.max_connections).unwrap_or(usize::MAX))
+        .max_connections(args.max_connections)
         .request_timeout(args.request_timeout)
         .send_timeout(args.send_timeout)
         .grace_period(args.grace_period)
         .threads(args.threads)
         .file_cache(args.file_cache)
-        .portable(args.portable);
+        .portable(args.portable)
+        .build()?;
     // The first signal is a graceful shutdown and the second an immediate exit, both handled
     // by `watch_signals`; the third exits from the signal handler itself, should the second
     // not have managed to.
@@ -61,7 +62,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         let _ = writeln!(lines, "listening on {addr} (root: {})", root.display());
     }
     let limit = server.connection_limit();
-    if (limit as u64) < args.max_connections {
+    if limit < args.max_connections {
         let _ = writeln!(
             lines,
             "at most {limit} connections at once: the open file limit allows no more \

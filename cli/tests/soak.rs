@@ -140,7 +140,9 @@ fn soak_many_fetches_by_64_clients() {
     // below is taken with the cache empty, and the end count shows it lets go of them.
     let (server, port) = serve(root.path(), &["--file-cache", "0.2"]);
     let pid = server.pid();
-    let options = FetchOptions::new().idle_timeout(Duration::from_secs(20));
+    let options = FetchOptions::builder().idle_timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
     // The runtime starts after the listening line: one fetch first, then the idle count.
     assert_eq!(
         fetch_bytes("127.0.0.1", port, &expected[2].0, &options)
@@ -186,7 +188,7 @@ fn soak_many_fetches_by_64_clients() {
                         }
                     } else if n % 10 == 0 {
                         // Every tenth goes to a file, which must appear whole and alone.
-                        let opts = options.clone().output(out.path());
+                        let opts = options.to_builder().output(out.path()).build().unwrap();
                         fetch("127.0.0.1", port, name, &opts)
                             .map_err(|e| format!("{name}: {e}"))
                             .and_then(|got| {

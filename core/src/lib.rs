@@ -5,9 +5,19 @@
 //! server answers with one FileResponse (magic, type 2, a status, the data's length and the
 //! data) and closes the connection.
 //!
-//! - [`fetch`] downloads into a local file, atomically and never over an existing one;
-//!   [`fetch_bytes`] and [`fetch_to_writer`] download into memory or any writer.
+//! - [`Fetch`] downloads into a local file, atomically and never over an existing one, or
+//!   into memory or any writer; [`fetch`], [`fetch_bytes`] and [`fetch_to_writer`] are the
+//!   one-line forms.
 //! - [`Server`] serves a directory to many clients at once, confined to that directory.
+//! - Every failure is an [`Error`]; [`Error::kind`] sorts it into the few [`ErrorKind`]s a
+//!   caller reacts to.
+//! - Settings are built and checked by [`FetchOptions::builder`] and
+//!   [`ServerConfig::builder`]; their defaults are the constants of [`config`].
+//!
+//! The source is laid out the same way: `client/` (options, connection, receive paths,
+//! destination), `server/` (config, listener and life cycle, one connection's exchange,
+//! socket, send paths, open-file cache, confinement), `protocol.rs` and `error.rs` shared by
+//! both, and `sys/`, the only place that calls the operating system beyond `std`.
 //!
 //! ```
 //! use std::net::SocketAddr;
@@ -17,7 +27,8 @@
 //! std::fs::write(root.path().join("hello.txt"), b"hello, world\n").unwrap();
 //!
 //! let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-//! let server = Server::bind(addr, ServerConfig::new().root(root.path()))?.spawn()?;
+//! let config = ServerConfig::builder().root(root.path()).build()?;
+//! let server = Server::bind(addr, config)?.spawn()?;
 //! let port = server.local_addr().port();
 //!
 //! let data = fetch_bytes("127.0.0.1", port, "hello.txt", &FetchOptions::new())?;
@@ -25,24 +36,20 @@
 //!
 //! let missing = fetch_bytes("127.0.0.1", port, "nope.txt", &FetchOptions::new());
 //! assert!(matches!(missing, Err(filefetch::Error::NotFound { .. })));
-//! server.stop()?;
+//! server.abort()?;
 //! # Ok::<(), filefetch::Error>(())
 //! ```
 
-mod cache;
 pub mod client;
-pub mod confine;
-mod conn;
+pub mod config;
 mod error;
 pub mod protocol;
-mod recv;
-mod send;
 pub mod server;
 mod sys;
 
 pub use client::{
-    fetch, fetch_bytes, fetch_to_writer, fetch_to_writer_with_progress, fetch_with_progress,
-    FetchOptions, Fetched,
+    fetch, fetch_bytes, fetch_to_writer, Fetch, FetchOptions, FetchOptionsBuilder, Fetched,
+    Response,
 };
-pub use error::{Error, Result};
-pub use server::{BackgroundServer, Server, ServerConfig, ServerHandle};
+pub use error::{Error, ErrorKind, NameProblem, Result, TimeoutPhase};
+pub use server::{BackgroundServer, Server, ServerConfig, ServerConfigBuilder, ServerHandle};

@@ -14,7 +14,11 @@ use support::{entries, found, FakeServer, Step};
 fn fails_cleanly(steps: Vec<Step>, timeout: Duration) -> Error {
     let fake = FakeServer::start(steps);
     let out = tempfile::tempdir().unwrap();
-    let opts = FetchOptions::new().output(out.path()).idle_timeout(timeout);
+    let opts = FetchOptions::builder()
+        .output(out.path())
+        .idle_timeout(timeout)
+        .build()
+        .unwrap();
     let err = fetch("127.0.0.1", fake.port, "file.bin", &opts).expect_err("fetch must fail");
     assert!(
         entries(out.path()).is_empty(),
@@ -170,10 +174,12 @@ fn interrupt_check_stops_a_stalled_download() {
     let fake = FakeServer::start(vec![Step::Send(bytes), Step::Pause(Duration::from_secs(3))]);
     let out = tempfile::tempdir().unwrap();
     let f = flag.clone();
-    let opts = FetchOptions::new()
+    let opts = FetchOptions::builder()
         .output(out.path())
         .idle_timeout(Duration::from_secs(30))
-        .interrupt(move || f.load(std::sync::atomic::Ordering::Relaxed));
+        .interrupt(move || f.load(std::sync::atomic::Ordering::Relaxed))
+        .build()
+        .unwrap();
     let setter = {
         let flag = flag.clone();
         std::thread::spawn(move || {
@@ -195,10 +201,12 @@ fn failure_leaves_an_existing_file_alone_when_overwriting() {
     let mut bytes = found(50);
     bytes.extend_from_slice(&[9u8; 20]);
     let fake = FakeServer::start(vec![Step::Send(bytes)]);
-    let opts = FetchOptions::new()
+    let opts = FetchOptions::builder()
         .output(&dest)
         .overwrite(true)
-        .idle_timeout(quick());
+        .idle_timeout(quick())
+        .build()
+        .unwrap();
     let err = fetch("127.0.0.1", fake.port, "file.bin", &opts).unwrap_err();
     assert!(matches!(err, Error::Incomplete { .. }), "{err:?}");
     assert_eq!(std::fs::read(&dest).unwrap(), b"original");
@@ -216,7 +224,7 @@ fn connection_refused() {
         "127.0.0.1",
         port,
         "x",
-        &FetchOptions::new().output(out.path()),
+        &FetchOptions::builder().output(out.path()).build().unwrap(),
     )
     .unwrap_err();
     assert!(matches!(err, Error::Connect { .. }), "{err:?}");
@@ -232,7 +240,10 @@ fn unwritable_destination_directory() {
     let mut bytes = found(3);
     bytes.extend_from_slice(b"abc");
     let fake = FakeServer::start(vec![Step::Send(bytes)]);
-    let opts = FetchOptions::new().output("/proc/self/fdinfo/");
+    let opts = FetchOptions::builder()
+        .output("/proc/self/fdinfo/")
+        .build()
+        .unwrap();
     let err = fetch("127.0.0.1", fake.port, "x", &opts).unwrap_err();
     match &err {
         Error::Io { path: Some(p), .. } => assert!(p.starts_with("/proc/self/fdinfo")),
@@ -247,7 +258,7 @@ fn interruptible_connect_connects_and_reports_refusal() {
     let mut bytes = found(2);
     bytes.extend_from_slice(b"ok");
     let fake = FakeServer::start(vec![Step::Send(bytes)]);
-    let opts = FetchOptions::new().interrupt(|| false);
+    let opts = FetchOptions::builder().interrupt(|| false).build().unwrap();
     let got = filefetch::fetch_bytes("127.0.0.1", fake.port, "file.bin", &opts).unwrap();
     assert_eq!(got, b"ok");
 
@@ -295,10 +306,148 @@ fn interrupt_while_connecting() {
     );
     let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let c = calls.clone();
-    let opts = FetchOptions::new()
+    let opts = FetchOptions::builder()
         .connect_timeout(Duration::from_secs(30))
-        .interrupt(move || c.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= 3);
+        .interrupt(move || c.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= 3)
+        .build()
+        .unwrap();
     let err = filefetch::fetch_bytes("127.0.0.1", port, "x", &opts).unwrap_err();
     assert!(matches!(err, Error::Interrupted), "{err:?}");
     drop(fillers);
+}
+
+/// A header announcing 1 MiB, then a byte every 100 ms for up to 20 s: each read is within
+/// the idle timeout, so only a limit on the whole fetch or on its rate can end it.
+fn drip() -> Vec<Step> {
+    let mut steps = vec![Step::Send(found(1 << 20))];
+    for _ in 0..200 {
+        steps.push(Step::Send(b"x".to_vec()));
+        steps.push(Step::Pause(Duration::from_millis(100)));
+    }
+    steps
+}
+
+/// The whole-fetch limit and the minimum rate end a dripping transfer with a timeout naming
+/// the rule, into a file (nothing left) and into memory.
+#[test]
+fn dripping_server_is_cut_by_max_time_and_min_rate() {
+    use filefetch::{Fetch, TimeoutPhase};
+    let limits = [
+        FetchOptions::builder().max_time(Duration::from_millis(500)),
+        FetchOptions::builder().min_rate(1000, Duration::from_millis(500)),
+    ];
+    for builder in limits {
+        let fake = FakeServer::start(drip());
+        let out = tempfile::tempdir().unwrap();
+        let opts = builder
+            .idle_timeout(Duration::from_secs(5))
+            .output(out.path())
+            .build()
+            .unwrap();
+        let err = fetch("127.0.0.1", fake.port, "file.bin", &opts).unwrap_err();
+        match (&err, opts.max_time()) {
+            (
+                Error::Timeout {
+                    phase: TimeoutPhase::Total { limit },
+                },
+                Some(max),
+            ) => {
+                assert_eq!(*limit, max)
+            }
+            (
+                Error::Timeout {
+                    phase: TimeoutPhase::Rate { bytes_per_sec, .. },
+                },
+                None,
+            ) => {
+                assert_eq!(*bytes_per_sec, 1000)
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(err.kind(), filefetch::ErrorKind::TimedOut);
+        assert!(entries(out.path()).is_empty());
+        drop(fake);
+        let fake = FakeServer::start(drip());
+        let err = Fetch::new("127.0.0.1", fake.port, "file.bin")
+            .options(&opts)
+            .to_vec()
+            .unwrap_err();
+        assert!(err.is_timeout(), "{err:?}");
+    }
+}
+
+/// A DataLength above the maximum size fails from the header, before any data is read, with
+/// nothing left behind; at the maximum the file arrives whole, into a file, memory, or a
+/// buffer the caller sized.
+#[test]
+fn max_size_is_checked_against_the_header() {
+    use filefetch::{ErrorKind, Fetch};
+    let body = vec![5u8; 1000];
+    let serve = || FakeServer::start(vec![Step::Send([found(1000), body.clone()].concat())]);
+    let out = tempfile::tempdir().unwrap();
+    let small = FetchOptions::builder()
+        .max_size(999)
+        .output(out.path())
+        .build()
+        .unwrap();
+    let fake = serve();
+    match fetch("127.0.0.1", fake.port, "file.bin", &small) {
+        Err(
+            e @ Error::TooLarge {
+                size: 1000,
+                limit: 999,
+            },
+        ) => {
+            assert_eq!(e.kind(), ErrorKind::TooLarge)
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(entries(out.path()).is_empty());
+    drop(fake);
+    let fake = serve();
+    let err = Fetch::new("127.0.0.1", fake.port, "file.bin")
+        .options(&small)
+        .to_vec()
+        .unwrap_err();
+    assert!(matches!(err, Error::TooLarge { .. }), "{err:?}");
+    drop(fake);
+
+    let exact = small.to_builder().max_size(1000).build().unwrap();
+    let fake = serve();
+    let got = fetch("127.0.0.1", fake.port, "file.bin", &exact).unwrap();
+    assert_eq!(std::fs::read(got.path).unwrap(), body);
+    drop(fake);
+    let fake = serve();
+    let got = Fetch::new("127.0.0.1", fake.port, "file.bin")
+        .options(&exact)
+        .to_vec()
+        .unwrap();
+    assert_eq!(got, body);
+    drop(fake);
+    let fake = serve();
+    let response = Fetch::new("127.0.0.1", fake.port, "file.bin")
+        .options(&exact)
+        .open()
+        .unwrap();
+    assert_eq!(response.len(), 1000);
+    let mut buf = vec![0u8; 1000];
+    response.read_into(&mut buf).unwrap();
+    assert_eq!(buf, body);
+}
+
+/// A buffer of the wrong size is refused before anything is read into it.
+#[test]
+fn read_into_needs_the_announced_size() {
+    let fake = FakeServer::start(vec![Step::Send([found(4), b"data".to_vec()].concat())]);
+    let response = filefetch::Fetch::new("127.0.0.1", fake.port, "file.bin")
+        .open()
+        .unwrap();
+    let mut buf = [0u8; 3];
+    match response.read_into(&mut buf) {
+        Err(Error::InvalidOption {
+            option: "buffer", ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(buf, [0; 3]);
 }

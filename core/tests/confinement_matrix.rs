@@ -374,9 +374,11 @@ fn response(data: &[u8]) -> Vec<u8> {
 fn run_matrix(portable: bool) {
     let top = tempfile::tempdir().unwrap();
     let links = build(top.path());
-    let config = filefetch::ServerConfig::new()
+    let config = filefetch::ServerConfig::builder()
         .root(top.path().join("root"))
-        .portable(portable);
+        .portable(portable)
+        .build()
+        .unwrap();
     let server = TestServer {
         server: Some(
             filefetch::Server::bind("127.0.0.1:0".parse().unwrap(), config)

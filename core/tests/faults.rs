@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use filefetch::protocol::DecodeError;
-use filefetch::{fetch, fetch_bytes, fetch_with_progress, Error, FetchOptions};
+use filefetch::{fetch, fetch_bytes, Error, Fetch, FetchOptions};
 use support::{entries, found, pattern, reset, FakeServer, TestServer};
 
 /// The content an existing destination starts with; it must end with it too.
@@ -30,13 +30,14 @@ fn fails_cleanly(script: Script, idle: Duration) -> [Error; 2] {
     let run = |overwrite: bool| {
         let out = tempfile::tempdir().unwrap();
         let dest = out.path().join("file.bin");
-        let mut opts = FetchOptions::new().idle_timeout(idle);
+        let mut opts = FetchOptions::builder().idle_timeout(idle);
         if overwrite {
             std::fs::write(&dest, PRECIOUS).unwrap();
             opts = opts.output(&dest).overwrite(true);
         } else {
             opts = opts.output(out.path());
         }
+        let opts = opts.build().unwrap();
         let script = script.clone();
         let fake = FakeServer::scripted(move |s| script(s));
         let err =
@@ -243,9 +244,11 @@ fn complete_data_without_a_close_is_kept() {
         std::thread::sleep(Duration::from_millis(1000));
     });
     let out = tempfile::tempdir().unwrap();
-    let opts = FetchOptions::new()
+    let opts = FetchOptions::builder()
         .output(out.path())
-        .idle_timeout(Duration::from_millis(200));
+        .idle_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
     let got = fetch("127.0.0.1", fake.port, "w.txt", &opts).unwrap();
     assert_eq!(std::fs::read(&got.path).unwrap(), b"whole");
     assert_eq!(entries(out.path()), ["w.txt"]);
@@ -273,11 +276,13 @@ fn interrupted_over_an_existing_file() {
         let dest = out.path().join("keep.bin");
         std::fs::write(&dest, PRECIOUS).unwrap();
         let check = flag.clone();
-        let opts = FetchOptions::new()
+        let opts = FetchOptions::builder()
             .output(&dest)
             .overwrite(true)
             .idle_timeout(Duration::from_secs(30))
-            .interrupt(move || check.load(Ordering::SeqCst));
+            .interrupt(move || check.load(Ordering::SeqCst))
+            .build()
+            .unwrap();
         let err = fetch("127.0.0.1", fake.port, "f", &opts).unwrap_err();
         assert!(matches!(err, Error::Interrupted), "{err:?}");
         assert_eq!(std::fs::read(&dest).unwrap(), PRECIOUS);
@@ -286,9 +291,11 @@ fn interrupted_over_an_existing_file() {
 }
 
 fn opts(dir: &Path) -> FetchOptions {
-    FetchOptions::new()
+    FetchOptions::builder()
         .output(dir)
         .idle_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
 }
 
 /// Changes the file once the first data has arrived, then lets the transfer go on.
@@ -296,17 +303,21 @@ fn fetch_changing(
     server: &TestServer,
     name: &str,
     out: &Path,
-    change: impl FnOnce(),
+    change: impl FnOnce() + Send,
 ) -> filefetch::Result<filefetch::Fetched> {
     let mut change = Some(change);
-    fetch_with_progress("127.0.0.1", server.port(), name, &opts(out), |r, _| {
-        if r > 0 {
-            if let Some(change) = change.take() {
-                change();
+    let opts = opts(out);
+    Fetch::new("127.0.0.1", server.port(), name)
+        .options(&opts)
+        .progress(|r, _| {
+            if r > 0 {
+                if let Some(change) = change.take() {
+                    change();
+                }
             }
-        }
-        ControlFlow::Continue(())
-    })
+            ControlFlow::Continue(())
+        })
+        .to_file()
 }
 
 /// A file truncated to nothing once the transfer has started: never passed off as whole.
@@ -403,9 +414,11 @@ fn root_directory_moved_then_removed() {
         let root = top.path().join("root");
         std::fs::create_dir_all(root.join("sub")).unwrap();
         std::fs::write(root.join("sub/f.txt"), b"original root").unwrap();
-        let config = filefetch::ServerConfig::new()
+        let config = filefetch::ServerConfig::builder()
             .root(&root)
-            .portable(portable);
+            .portable(portable)
+            .build()
+            .unwrap();
         let server = filefetch::Server::bind("127.0.0.1:0".parse().unwrap(), config)
             .unwrap()
             .spawn()
@@ -427,6 +440,6 @@ fn root_directory_moved_then_removed() {
         }
         let got = get("anything");
         assert!(matches!(got, Err(Error::NotFound { .. })), "{got:?}");
-        server.stop().unwrap();
+        server.abort().unwrap();
     }
 }

@@ -47,7 +47,10 @@ impl Suite {
             "127.0.0.1",
             self.server.port(),
             "small.txt",
-            &FetchOptions::new().idle_timeout(Duration::from_secs(10)),
+            &FetchOptions::builder()
+                .idle_timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
         )
         .unwrap_or_else(|e| panic!("after {after}: a normal client failed: {e}"));
         assert!(got == self.small, "after {after}: wrong data");
@@ -354,7 +357,7 @@ fn run_suite(portable: bool) {
     });
     assert_eq!(server_panics(), panics_before, "a server thread panicked");
     let mut server = suite.server;
-    server.server.take().unwrap().stop().unwrap();
+    server.server.take().unwrap().abort().unwrap();
 }
 
 /// A client that asks for a large file and never reads is dropped after the send-stall
@@ -566,13 +569,16 @@ mod flood {
             "127.0.0.1",
             server.port(),
             "f.bin",
-            &FetchOptions::new().idle_timeout(Duration::from_secs(10)),
+            &FetchOptions::builder()
+                .idle_timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
         );
         assert!(got.unwrap() == data, "not served after the flood");
         assert_no_connection_held(server.port(), Duration::from_secs(30));
         assert_eq!(server_panics(), panics_before, "a server thread panicked");
         let mut server = server;
-        server.server.take().unwrap().stop().unwrap();
+        server.server.take().unwrap().abort().unwrap();
     }
 }
 

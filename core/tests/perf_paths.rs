@@ -9,7 +9,7 @@ use std::io::Write;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
-use filefetch::{fetch, fetch_with_progress, Error, FetchOptions};
+use filefetch::{fetch, Error, Fetch, FetchOptions};
 use support::{entries, found, pattern, raw, read_to_close, request, FakeServer, Step, TestServer};
 
 const PATHS: [bool; 2] = [false, true];
@@ -24,10 +24,12 @@ fn both_receive_paths_give_the_same_bytes() {
         server.put(&format!("f{size}"), &data);
         for portable in PATHS {
             let out = tempfile::tempdir().unwrap();
-            let opts = FetchOptions::new()
+            let opts = FetchOptions::builder()
                 .output(out.path())
                 .portable(portable)
-                .idle_timeout(Duration::from_secs(5));
+                .idle_timeout(Duration::from_secs(5))
+                .build()
+                .unwrap();
             let got = fetch("127.0.0.1", server.port(), &format!("f{size}"), &opts).unwrap();
             assert_eq!(got.bytes, size as u64);
             let on_disk = std::fs::read(&got.path).unwrap();
@@ -47,14 +49,21 @@ fn progress_is_reported_to_the_end_on_both_paths() {
     server.put("p.bin", &pattern(size));
     for portable in PATHS {
         let out = tempfile::tempdir().unwrap();
-        let opts = FetchOptions::new().output(out.path()).portable(portable);
+        let opts = FetchOptions::builder()
+            .output(out.path())
+            .portable(portable)
+            .build()
+            .unwrap();
         let mut last = (0, 0);
-        fetch_with_progress("127.0.0.1", server.port(), "p.bin", &opts, |got, total| {
-            assert!(got >= last.0, "progress went backwards");
-            last = (got, total);
-            ControlFlow::Continue(())
-        })
-        .unwrap();
+        Fetch::new("127.0.0.1", server.port(), "p.bin")
+            .options(&opts)
+            .progress(|got, total| {
+                assert!(got >= last.0, "progress went backwards");
+                last = (got, total);
+                ControlFlow::Continue(())
+            })
+            .to_file()
+            .unwrap();
         assert_eq!(last, (size as u64, size as u64), "portable: {portable}");
     }
 }
@@ -65,15 +74,22 @@ fn aborting_from_progress_leaves_nothing_on_both_paths() {
     server.put("a.bin", &pattern(4 << 20));
     for portable in PATHS {
         let out = tempfile::tempdir().unwrap();
-        let opts = FetchOptions::new().output(out.path()).portable(portable);
-        let err = fetch_with_progress("127.0.0.1", server.port(), "a.bin", &opts, |got, _| {
-            if got > 0 {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        })
-        .unwrap_err();
+        let opts = FetchOptions::builder()
+            .output(out.path())
+            .portable(portable)
+            .build()
+            .unwrap();
+        let err = Fetch::new("127.0.0.1", server.port(), "a.bin")
+            .options(&opts)
+            .progress(|got, _| {
+                if got > 0 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .to_file()
+            .unwrap_err();
         assert!(
             matches!(err, Error::Aborted),
             "portable {portable}: {err:?}"
@@ -86,10 +102,12 @@ fn aborting_from_progress_leaves_nothing_on_both_paths() {
 fn fails_cleanly(steps: Vec<Step>, portable: bool) -> Error {
     let fake = FakeServer::start(steps);
     let out = tempfile::tempdir().unwrap();
-    let opts = FetchOptions::new()
+    let opts = FetchOptions::builder()
         .output(out.path())
         .portable(portable)
-        .idle_timeout(Duration::from_millis(500));
+        .idle_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
     let err = fetch("127.0.0.1", fake.port, "file.bin", &opts).expect_err("fetch must fail");
     assert!(
         entries(out.path()).is_empty(),
@@ -143,7 +161,11 @@ fn reset_mid_body_is_incomplete_on_both_paths() {
             support::reset(s.try_clone().unwrap());
         });
         let out = tempfile::tempdir().unwrap();
-        let opts = FetchOptions::new().output(out.path()).portable(portable);
+        let opts = FetchOptions::builder()
+            .output(out.path())
+            .portable(portable)
+            .build()
+            .unwrap();
         let err = fetch("127.0.0.1", fake.port, "file.bin", &opts).unwrap_err();
         assert!(
             matches!(

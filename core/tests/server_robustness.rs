@@ -7,7 +7,7 @@ mod support;
 use std::io::Write;
 use std::time::Duration;
 
-use filefetch::{fetch_bytes, FetchOptions};
+use filefetch::{fetch_bytes, Error, FetchOptions, ServerConfig};
 use support::{pattern, raw, read_to_close, TestServer};
 
 fn still_serves(server: &TestServer) {
@@ -182,17 +182,27 @@ fn connection_limit_queues_then_serves() {
         "127.0.0.1",
         server.port(),
         "q.txt",
-        &FetchOptions::new().idle_timeout(Duration::from_secs(5)),
+        &FetchOptions::builder()
+            .idle_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap(),
     );
     assert_eq!(got.unwrap(), b"queued");
     drop(idle);
 }
 
-/// A limit beyond any system (such as `usize::MAX` from a C caller) serves normally and still
-/// shuts down gracefully, waiting for nothing.
+/// A limit beyond any system (such as `usize::MAX` from a C caller) is refused by name; the
+/// largest accepted one serves normally and still shuts down gracefully, waiting for nothing.
 #[test]
 fn huge_connection_limit_serves_and_shuts_down() {
-    let mut server = TestServer::with(|c| c.max_connections(usize::MAX));
+    for refused in [0, usize::MAX] {
+        match ServerConfig::builder().max_connections(refused).build() {
+            Err(Error::InvalidOption { option, .. }) => assert_eq!(option, "max_connections"),
+            other => panic!("{refused}: {other:?}"),
+        }
+    }
+    let most = filefetch::config::MAX_CONNECTIONS_LIMIT;
+    let mut server = TestServer::with(|c| c.max_connections(most));
     still_serves(&server);
     let started = std::time::Instant::now();
     server.server.take().unwrap().shutdown().unwrap();
@@ -246,16 +256,54 @@ fn without_the_cache_every_request_resolves_the_name() {
     assert_eq!(get("moved.txt").unwrap(), b"here");
 }
 
-/// No configured duration makes the server or the client panic: the largest ones mean
-/// "never" (a deadline, a timeout, a cache lifetime or a grace period beyond what a clock
-/// can hold), and the smallest non-zero ones still serve.
+/// No configured duration makes the server or the client panic: values past the one-year
+/// bound are refused by name when the settings are built, and the largest and smallest
+/// accepted ones still serve.
 #[test]
-fn extreme_durations_still_serve() {
+fn extreme_durations_are_refused_or_serve() {
+    use filefetch::config::MAX_DURATION;
     for t in [
         Duration::MAX,
         Duration::from_secs(u64::MAX / 2),
-        Duration::from_nanos(1),
+        MAX_DURATION + Duration::from_nanos(1),
     ] {
+        for (option, built) in [
+            (
+                "request_timeout",
+                ServerConfig::builder().request_timeout(t).build().err(),
+            ),
+            (
+                "send_timeout",
+                ServerConfig::builder().send_timeout(t).build().err(),
+            ),
+            (
+                "file_cache",
+                ServerConfig::builder().file_cache(t).build().err(),
+            ),
+            (
+                "grace_period",
+                ServerConfig::builder().grace_period(t).build().err(),
+            ),
+            (
+                "idle_timeout",
+                FetchOptions::builder().idle_timeout(t).build().err(),
+            ),
+            (
+                "connect_timeout",
+                FetchOptions::builder().connect_timeout(t).build().err(),
+            ),
+            (
+                "max_time",
+                FetchOptions::builder().max_time(t).build().err(),
+            ),
+        ] {
+            match built {
+                Some(Error::InvalidOption { option: named, .. }) => assert_eq!(named, option),
+                other => panic!("{option} = {t:?}: {other:?}"),
+            }
+        }
+    }
+    for t in [MAX_DURATION, Duration::from_nanos(1)] {
         let server = TestServer::with(|c| {
             c.request_timeout(t.max(Duration::from_millis(500)))
                 .send_timeout(t.max(Duration::from_millis(500)))
@@ -263,13 +311,14 @@ fn extreme_durations_still_serve() {
                 .grace_period(t)
         });
         server.put("a.txt", b"hello");
-        let client = FetchOptions::new()
+        let client = FetchOptions::builder()
             .idle_timeout(t.max(Duration::from_millis(500)))
-            .connect_timeout(t.max(Duration::from_millis(500)));
+            .connect_timeout(t.max(Duration::from_millis(500)))
+            .max_time(t.max(Duration::from_secs(5)));
         for options in [
             FetchOptions::new(),
-            client.clone(),
-            client.interrupt(|| false),
+            client.clone().build().unwrap(),
+            client.clone().interrupt(|| false).build().unwrap(),
         ] {
             let got = fetch_bytes("127.0.0.1", server.port(), "a.txt", &options);
             assert_eq!(got.unwrap(), b"hello", "with {t:?}");

@@ -6,13 +6,15 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use filefetch::{fetch, fetch_bytes, fetch_with_progress, Error, FetchOptions};
+use filefetch::{fetch, fetch_bytes, Error, Fetch, FetchOptions};
 use support::{entries, pattern, TestServer};
 
 fn opts(dir: &Path) -> FetchOptions {
-    FetchOptions::new()
+    FetchOptions::builder()
         .output(dir)
         .idle_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
 }
 
 /// Fetches each size into a fresh directory and compares every byte, on the zero-copy and on
@@ -107,7 +109,10 @@ fn refused_names_look_missing() {
     ];
     for name in refused {
         let out = tempfile::tempdir().unwrap();
-        let o = FetchOptions::new().output(out.path().join("dest"));
+        let o = FetchOptions::builder()
+            .output(out.path().join("dest"))
+            .build()
+            .unwrap();
         match fetch("127.0.0.1", server.port(), name, &o) {
             Err(Error::NotFound { name: n }) => assert_eq!(n, name),
             other => panic!("{name:?}: {other:?}"),
@@ -194,7 +199,7 @@ fn existing_destination_is_never_touched() {
     let out = tempfile::tempdir().unwrap();
     let dest = out.path().join("a.txt");
     std::fs::write(&dest, b"precious").unwrap();
-    let o = FetchOptions::new().output(&dest);
+    let o = FetchOptions::builder().output(&dest).build().unwrap();
     match fetch("127.0.0.1", server.port(), "a.txt", &o) {
         Err(Error::DestinationExists { path }) => assert_eq!(path, dest),
         other => panic!("{other:?}"),
@@ -206,7 +211,7 @@ fn existing_destination_is_never_touched() {
         "127.0.0.1",
         server.port(),
         "a.txt",
-        &o.clone().overwrite(true),
+        &o.to_builder().overwrite(true).build().unwrap(),
     )
     .unwrap();
     assert_eq!(std::fs::read(got.path).unwrap(), b"new content");
@@ -238,36 +243,30 @@ fn progress_reports_and_can_abort() {
     server.put("big.bin", &data);
     let out = tempfile::tempdir().unwrap();
     let mut seen = Vec::new();
-    let got = fetch_with_progress(
-        "127.0.0.1",
-        server.port(),
-        "big.bin",
-        &opts(out.path()),
-        |r, t| {
+    let got = Fetch::new("127.0.0.1", server.port(), "big.bin")
+        .options(&opts(out.path()))
+        .progress(|r, t| {
             seen.push((r, t));
             ControlFlow::Continue(())
-        },
-    )
-    .unwrap();
+        })
+        .to_file()
+        .unwrap();
     assert_eq!(got.bytes, data.len() as u64);
     assert_eq!(seen.first(), Some(&(0, data.len() as u64)));
     assert_eq!(seen.last(), Some(&(data.len() as u64, data.len() as u64)));
     assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0));
 
     std::fs::remove_file(got.path).unwrap();
-    let aborted = fetch_with_progress(
-        "127.0.0.1",
-        server.port(),
-        "big.bin",
-        &opts(out.path()),
-        |r, _| {
+    let aborted = Fetch::new("127.0.0.1", server.port(), "big.bin")
+        .options(&opts(out.path()))
+        .progress(|r, _| {
             if r > 0 {
                 ControlFlow::Break(())
             } else {
                 ControlFlow::Continue(())
             }
-        },
-    );
+        })
+        .to_file();
     assert!(matches!(aborted, Err(Error::Aborted)), "{aborted:?}");
     assert!(entries(out.path()).is_empty());
 }
@@ -303,7 +302,10 @@ fn ipv6_and_dual_stack() {
     }
     let root = tempfile::tempdir().unwrap();
     std::fs::write(root.path().join("six.txt"), b"six").unwrap();
-    let config = filefetch::ServerConfig::new().root(root.path());
+    let config = filefetch::ServerConfig::builder()
+        .root(root.path())
+        .build()
+        .unwrap();
     let server = filefetch::Server::bind("[::]:0".parse().unwrap(), config)
         .unwrap()
         .spawn()
@@ -325,13 +327,14 @@ fn graceful_shutdown_finishes_transfers_in_flight() {
     let client = std::thread::spawn(move || {
         let mut buf = Vec::new();
         let mut told = false;
-        filefetch::fetch_to_writer_with_progress(
-            "127.0.0.1",
-            port,
-            "slow.bin",
-            &FetchOptions::new().idle_timeout(Duration::from_secs(20)),
-            &mut buf,
-            |r, _| {
+        Fetch::new("127.0.0.1", port, "slow.bin")
+            .options(
+                &FetchOptions::builder()
+                    .idle_timeout(Duration::from_secs(20))
+                    .build()
+                    .unwrap(),
+            )
+            .progress(|r, _| {
                 if r > 0 && !told {
                     told = true;
                     started_tx.send(()).unwrap();
@@ -339,9 +342,9 @@ fn graceful_shutdown_finishes_transfers_in_flight() {
                     std::thread::sleep(Duration::from_millis(300));
                 }
                 ControlFlow::Continue(())
-            },
-        )
-        .map(|_| buf)
+            })
+            .to_writer(&mut buf)
+            .map(|_| buf)
     });
     started_rx.recv_timeout(Duration::from_secs(20)).unwrap();
     let mut server = server;
@@ -382,12 +385,9 @@ fn file_shrinking_mid_transfer_is_reported_incomplete() {
         let path = server.put("shrinks.bin", &pattern(64 << 20));
         let out = tempfile::tempdir().unwrap();
         let mut truncated = false;
-        let got = fetch_with_progress(
-            "127.0.0.1",
-            server.port(),
-            "shrinks.bin",
-            &opts(out.path()),
-            |r, _| {
+        let got = Fetch::new("127.0.0.1", server.port(), "shrinks.bin")
+            .options(&opts(out.path()))
+            .progress(|r, _| {
                 if r > 0 && !truncated {
                     truncated = true;
                     std::fs::OpenOptions::new()
@@ -398,8 +398,8 @@ fn file_shrinking_mid_transfer_is_reported_incomplete() {
                         .unwrap();
                 }
                 ControlFlow::Continue(())
-            },
-        );
+            })
+            .to_file();
         assert!(
             matches!(got, Err(Error::Incomplete { expected, .. }) if expected == 64 << 20),
             "portable {portable}: {got:?}"

@@ -10,7 +10,7 @@ use std::os::windows::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use filefetch::confine::{OpenError, Resolver, Root};
+use filefetch::server::confine::{OpenError, Resolver, Root};
 use support::{raw, TestServer};
 
 /// Sends a request for `name` and returns the StatusCode the server answered with.

@@ -1,9 +1,14 @@
 //! Status codes, their static descriptions, and the per-thread message of the last failure.
+//!
+//! A status is derived from core's classification alone: [`filefetch_status::of`] maps each
+//! [`ErrorKind`] in one exhaustive `match`, so a new kind does not compile until it has a
+//! status. The README's error table lists the same mapping beside the command's exit codes
+//! and the Python exceptions; a test checks the two agree.
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, CString};
 
-use filefetch::Error;
+use filefetch::{Error, ErrorKind};
 
 use crate::guard::guard_or;
 
@@ -18,22 +23,27 @@ pub enum filefetch_status {
     NotFound = 1,
     /// The destination file exists and overwriting was not enabled; it was left untouched.
     Exists = 2,
-    /// No data arrived within the timeout, or connecting took too long.
+    /// A timeout or a time limit expired: no data within the idle timeout, connecting took
+    /// too long, the whole fetch took longer than its maximum time, or data arrived more
+    /// slowly than the minimum rate.
     Timeout = 3,
-    /// The host could not be resolved, no connection could be made, or the server closed
-    /// the connection without sending any response. (The original `server.py` does the
-    /// latter for a missing file.)
+    /// The host could not be resolved, or no connection could be made to any of its
+    /// addresses. (A server that accepts the connection and then closes it without a
+    /// response gives `FILEFETCH_STATUS_PROTOCOL`.)
     Connection = 4,
-    /// The server's response was not a valid FileResponse: wrong magic or type, a header cut
-    /// short, or more data than announced.
+    /// The server broke the protocol: a response that is not a valid FileResponse (wrong
+    /// magic or type, a header cut short, more data than announced), or a close of the
+    /// connection without any response. (The original `server.py` does the latter for a
+    /// missing file.)
     Protocol = 5,
     /// The connection ended before all the announced data arrived; no file was left behind.
     Incomplete = 6,
     /// A local file or socket operation failed (including a server that cannot listen on
     /// its address or open its root), or a failure not covered by another status.
     Io = 7,
-    /// An argument was NULL, not valid UTF-8, or out of range, or the file name cannot be
-    /// requested (empty, longer than 1024 bytes, or without a usable last component).
+    /// An argument was NULL, not valid UTF-8, or out of range (the message names the
+    /// setting), or the file name cannot be requested (empty, longer than 1024 bytes, or
+    /// without a usable last component).
     InvalidArgument = 8,
     /// The progress callback returned nonzero; the transfer stopped and left nothing behind.
     Aborted = 9,
@@ -42,25 +52,26 @@ pub enum filefetch_status {
     /// A bug inside the library was caught before it could reach the caller. The library is
     /// still usable, but the operation did not complete.
     Panic = 11,
+    /// The server announced a file larger than the maximum size set with
+    /// `filefetch_fetch_options_set_max_size`; no data was read and nothing was left behind.
+    TooLarge = 12,
 }
 
 impl filefetch_status {
-    /// The status a core error maps to.
-    pub(crate) fn of(error: &Error) -> Self {
-        match error {
-            Error::NotFound { .. } => Self::NotFound,
-            Error::DestinationExists { .. } => Self::Exists,
-            Error::Timeout { .. } => Self::Timeout,
-            Error::Resolve { .. } | Error::Connect { .. } | Error::ServerClosed => Self::Connection,
-            Error::MalformedResponse(_)
-            | Error::TruncatedHeader { .. }
-            | Error::ExcessData { .. } => Self::Protocol,
-            Error::Incomplete { .. } => Self::Incomplete,
-            Error::InvalidName { .. } => Self::InvalidArgument,
-            Error::Aborted => Self::Aborted,
-            Error::Interrupted => Self::Interrupted,
-            Error::Io { .. } | Error::Bind { .. } => Self::Io,
-            _ => Self::Io,
+    /// The status for a kind of core error: the one table from core's classification to C.
+    pub(crate) fn of(kind: ErrorKind) -> Self {
+        match kind {
+            ErrorKind::NotFound => Self::NotFound,
+            ErrorKind::DestinationExists => Self::Exists,
+            ErrorKind::TimedOut => Self::Timeout,
+            ErrorKind::Unreachable => Self::Connection,
+            ErrorKind::Protocol => Self::Protocol,
+            ErrorKind::Incomplete => Self::Incomplete,
+            ErrorKind::TooLarge => Self::TooLarge,
+            ErrorKind::InvalidArgument => Self::InvalidArgument,
+            ErrorKind::Local => Self::Io,
+            ErrorKind::Aborted => Self::Aborted,
+            ErrorKind::Interrupted => Self::Interrupted,
         }
     }
 
@@ -78,6 +89,7 @@ impl filefetch_status {
             9 => Self::Aborted,
             10 => Self::Interrupted,
             11 => Self::Panic,
+            12 => Self::TooLarge,
             _ => return None,
         })
     }
@@ -103,7 +115,7 @@ impl Failure {
 impl From<Error> for Failure {
     fn from(error: Error) -> Self {
         Failure {
-            status: filefetch_status::of(&error),
+            status: filefetch_status::of(error.kind()),
             message: error.to_string(),
         }
     }
@@ -140,6 +152,7 @@ pub extern "C" fn filefetch_strerror(status: c_int) -> *const c_char {
             Some(filefetch_status::Aborted) => c"aborted by the progress callback",
             Some(filefetch_status::Interrupted) => c"interrupted",
             Some(filefetch_status::Panic) => c"internal error (panic)",
+            Some(filefetch_status::TooLarge) => c"file larger than the maximum size",
             None => c"unknown status",
         };
         text.as_ptr()
@@ -162,28 +175,57 @@ pub extern "C" fn filefetch_last_error() -> *const c_char {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
     use std::ffi::CStr;
+    use std::time::Duration;
+
+    use filefetch::{NameProblem, TimeoutPhase};
+
+    /// The highest status value; a new status raises it.
+    const LAST: c_int = filefetch_status::TooLarge as c_int;
 
     #[test]
-    fn every_value_round_trips_and_has_a_description() {
-        for value in 0..=11 {
+    fn every_value_round_trips_and_has_its_own_description() {
+        let mut texts = HashSet::new();
+        for value in 0..=LAST {
             let status = filefetch_status::from_int(value).unwrap();
             assert_eq!(status as c_int, value);
             // SAFETY: filefetch_strerror returns a static NUL-terminated string.
             let text = unsafe { CStr::from_ptr(filefetch_strerror(value)) };
             assert_ne!(text.to_bytes(), b"unknown status");
+            assert!(texts.insert(text), "{value}: {text:?} is used twice");
+        }
+        for value in [-1, LAST + 1, c_int::MAX] {
+            assert!(filefetch_status::from_int(value).is_none());
+            // SAFETY: as above.
+            let text = unsafe { CStr::from_ptr(filefetch_strerror(value)) };
+            assert_eq!(text.to_bytes(), b"unknown status");
         }
         // SAFETY: as above.
-        let text = unsafe { CStr::from_ptr(filefetch_strerror(-1)) };
-        assert_eq!(text.to_bytes(), b"unknown status");
+        let text = unsafe { CStr::from_ptr(filefetch_strerror(12)) };
+        assert_eq!(text.to_bytes(), b"file larger than the maximum size");
+    }
+
+    /// Every status but success and a caught panic is what some kind of error gives.
+    #[test]
+    fn every_failure_status_comes_from_a_kind() {
+        let reached: HashSet<c_int> = ErrorKind::ALL
+            .iter()
+            .map(|&kind| filefetch_status::of(kind) as c_int)
+            .collect();
+        for value in 0..=LAST {
+            let status = filefetch_status::from_int(value).unwrap();
+            let expected = !matches!(status, filefetch_status::Ok | filefetch_status::Panic);
+            assert_eq!(reached.contains(&value), expected, "{status:?}");
+        }
     }
 
     #[test]
-    fn core_errors_map_to_their_status() {
+    fn core_errors_map_through_their_kind() {
         use filefetch_status as S;
         let cases = [
             (Error::NotFound { name: "x".into() }, S::NotFound),
-            (Error::ServerClosed, S::Connection),
+            (Error::ServerClosed, S::Protocol),
             (Error::TruncatedHeader { received: 3 }, S::Protocol),
             (Error::ExcessData { expected: 1 }, S::Protocol),
             (
@@ -193,12 +235,104 @@ mod tests {
                 },
                 S::Incomplete,
             ),
+            (Error::TooLarge { size: 2, limit: 1 }, S::TooLarge),
+            (
+                Error::Timeout {
+                    phase: TimeoutPhase::Total {
+                        limit: Duration::from_millis(1),
+                    },
+                },
+                S::Timeout,
+            ),
+            (
+                Error::InvalidName {
+                    reason: NameProblem::Empty,
+                },
+                S::InvalidArgument,
+            ),
+            (
+                filefetch::config::check_count("threads", 5000, 0, 1024).unwrap_err(),
+                S::InvalidArgument,
+            ),
             (Error::Aborted, S::Aborted),
             (Error::Interrupted, S::Interrupted),
         ];
         for (error, status) in cases {
-            assert_eq!(filefetch_status::of(&error), status, "{error}");
+            let failure = Failure::from(error);
+            assert_eq!(failure.status, status, "{}", failure.message);
         }
+    }
+
+    /// Every kind's status, name and number, is the one in the README's error table, and the
+    /// name is the one cbindgen writes into the header.
+    #[test]
+    fn every_kind_has_the_documented_status() {
+        let table = error_table();
+        let header = include_str!("../../include/filefetch.h");
+        for kind in ErrorKind::ALL {
+            let row = table
+                .iter()
+                .find(|row| row[0] == format!("`{kind:?}`"))
+                .unwrap_or_else(|| panic!("{kind:?} is not in the README's table"));
+            let status = filefetch_status::of(kind);
+            let name = screaming_snake(&format!("{status:?}"));
+            assert_eq!(
+                row[3],
+                format!("`{name}` ({})", status as c_int),
+                "the README's C status for {kind:?}"
+            );
+            let declared = format!("FILEFETCH_STATUS_{name} = {},", status as c_int);
+            assert!(
+                header.lines().any(|line| line.trim() == declared),
+                "include/filefetch.h lacks `{declared}`"
+            );
+        }
+        assert_eq!(table.len(), ErrorKind::ALL.len(), "one row per kind");
+    }
+
+    /// The rows of the README's error table (`| kind | meaning | exit code | C status |
+    /// Python exception |`), cells trimmed.
+    fn error_table() -> Vec<Vec<String>> {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("| kind | meaning |")
+            .expect("the README has an error table");
+        let header: Vec<&str> = readme[start..]
+            .lines()
+            .next()
+            .unwrap()
+            .trim_matches('|')
+            .split('|')
+            .map(str::trim)
+            .collect();
+        assert_eq!(
+            header.get(3),
+            Some(&"C status"),
+            "the table's columns moved"
+        );
+        readme[start..]
+            .lines()
+            .skip(2)
+            .take_while(|line| line.starts_with('|'))
+            .map(|line| {
+                line.trim_matches('|')
+                    .split('|')
+                    .map(|cell| cell.trim().to_owned())
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// `TooLarge` as cbindgen's `ScreamingSnakeCase` renames it: `TOO_LARGE`.
+    fn screaming_snake(name: &str) -> String {
+        let mut out = String::new();
+        for (i, c) in name.chars().enumerate() {
+            if c.is_uppercase() && i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_uppercase());
+        }
+        out
     }
 
     #[test]

@@ -1,13 +1,18 @@
 //! The client side: the fetch options handle, fetching to a file, fetching into memory.
+//!
+//! The handle holds core's `FetchOptionsBuilder`; each setter checks its value with core's
+//! rules (`filefetch::config`) and reports core's error, and each fetch builds the options,
+//! so core decides what is valid.
 
 use std::ffi::{c_char, c_int, c_void};
 use std::ops::ControlFlow;
 use std::ptr::NonNull;
+use std::time::Duration;
 
-use filefetch::FetchOptions;
+use filefetch::{Error, Fetch, FetchOptions, FetchOptionsBuilder};
 
 use crate::error::{filefetch_status, Failure};
-use crate::guard::{guard, guard_or, millis, non_null, try_mut, try_ref, try_str, write_out};
+use crate::guard::{duration_ms, guard, guard_or, non_null, try_mut, try_ref, try_str, write_out};
 
 /// Called as data arrives with the bytes received so far and the file's total size.
 ///
@@ -29,14 +34,18 @@ pub type filefetch_progress_callback =
 pub type filefetch_interrupt_callback =
     Option<unsafe extern "C" fn(user_data: *mut c_void) -> c_int>;
 
-/// How fetches behave: destination, overwriting, timeouts, callbacks. Opaque.
+/// How fetches behave: destination, overwriting, timeouts and time limits, maximum size,
+/// callbacks. Opaque.
 ///
 /// Create with `filefetch_fetch_options_new`, change with the setters, release with
 /// `filefetch_fetch_options_free`. One handle may be used by several fetches, also on
 /// several threads at once, as long as no setter runs at the same time.
 #[derive(Debug)]
 pub struct filefetch_fetch_options {
-    inner: FetchOptions,
+    builder: FetchOptionsBuilder,
+    /// The whole-fetch limit, applied to the builder at each fetch: C's 0 ("no limit") has
+    /// no builder call that would undo a limit set earlier.
+    max_time: Option<Duration>,
     progress: Option<Callback<unsafe extern "C" fn(*mut c_void, u64, u64) -> c_int>>,
     interrupt: Option<Callback<unsafe extern "C" fn(*mut c_void) -> c_int>>,
 }
@@ -56,18 +65,27 @@ unsafe impl<F: Send> Send for Callback<F> {}
 unsafe impl<F: Sync> Sync for Callback<F> {}
 
 impl filefetch_fetch_options {
-    /// The core options for one fetch, with the interrupt callback attached.
-    fn core(&self) -> FetchOptions {
-        let mut options = self.inner.clone();
+    /// Applies one builder setter.
+    fn update(&mut self, change: impl FnOnce(FetchOptionsBuilder) -> FetchOptionsBuilder) {
+        self.builder = change(std::mem::take(&mut self.builder));
+    }
+
+    /// The core options for one fetch, built (and so checked) by core, with the time limit
+    /// and the interrupt callback attached.
+    fn build(&self) -> Result<FetchOptions, Failure> {
+        let mut builder = self.builder.clone();
+        if let Some(limit) = self.max_time {
+            builder = builder.max_time(limit);
+        }
         if let Some(cb) = self.interrupt {
-            options = options.interrupt(move || {
+            builder = builder.interrupt(move || {
                 let cb = &cb;
                 // SAFETY: the caller supplied this function for exactly this call, with
                 // this user_data (see filefetch_fetch_options_set_interrupt).
                 unsafe { (cb.function)(cb.user_data) != 0 }
             });
         }
-        options
+        Ok(builder.build()?)
     }
 
     /// Calls the progress callback, if any.
@@ -85,7 +103,8 @@ impl filefetch_fetch_options {
 
 /// Creates a fetch options handle with the defaults: the file goes to the requested name's
 /// last component in the current directory, an existing file is never overwritten, the idle
-/// timeout is 1 s, the connect timeout 5 s, no callbacks.
+/// timeout is 1 s, the connect timeout 5 s, no limit on the whole fetch's time, no minimum
+/// rate, no maximum size, no callbacks.
 ///
 /// On success `*out_options` receives a new handle, owned by the caller, to be released with
 /// `filefetch_fetch_options_free`. `out_options` must not be NULL. Thread-safe.
@@ -96,7 +115,8 @@ pub extern "C" fn filefetch_fetch_options_new(
     guard(|| {
         let out = non_null(out_options, "out_options")?;
         let options = Box::new(filefetch_fetch_options {
-            inner: FetchOptions::new(),
+            builder: FetchOptions::builder(),
+            max_time: None,
             progress: None,
             interrupt: None,
         });
@@ -150,7 +170,7 @@ pub extern "C" fn filefetch_fetch_options_set_output(
         if path.is_empty() {
             return Err(Failure::invalid("`path` is empty"));
         }
-        options.inner = options.inner.clone().output(path);
+        options.update(|b| b.output(path));
         Ok(())
     })
 }
@@ -166,7 +186,7 @@ pub extern "C" fn filefetch_fetch_options_set_overwrite(
     overwrite: bool,
 ) -> filefetch_status {
     set(options, |options| {
-        options.inner = options.inner.clone().overwrite(overwrite);
+        options.update(|b| b.overwrite(overwrite));
         Ok(())
     })
 }
@@ -182,14 +202,15 @@ pub extern "C" fn filefetch_fetch_options_set_fsync(
     fsync: bool,
 ) -> filefetch_status {
     set(options, |options| {
-        options.inner = options.inner.clone().fsync(fsync);
+        options.update(|b| b.fsync(fsync));
         Ok(())
     })
 }
 
 /// Sets the idle timeout in milliseconds: how long any read or write may wait for progress
 /// before the fetch fails with `FILEFETCH_STATUS_TIMEOUT` (1000 by default, as the protocol
-/// prescribes). 0 gives `FILEFETCH_STATUS_INVALID_ARGUMENT`.
+/// prescribes). 0 gives `FILEFETCH_STATUS_INVALID_ARGUMENT` (the message names
+/// `idle_timeout`) and leaves the setting as it was.
 ///
 /// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
 /// meanwhile.
@@ -199,14 +220,15 @@ pub extern "C" fn filefetch_fetch_options_set_timeout_ms(
     timeout_ms: u32,
 ) -> filefetch_status {
     set(options, |options| {
-        let timeout = millis(timeout_ms, "timeout_ms")?;
-        options.inner = options.inner.clone().idle_timeout(timeout);
+        let timeout = duration_ms("idle_timeout", timeout_ms.into(), true)?;
+        options.update(|b| b.idle_timeout(timeout));
         Ok(())
     })
 }
 
 /// Sets how long connecting to one address of the host may take, in milliseconds (5000 by
-/// default). 0 gives `FILEFETCH_STATUS_INVALID_ARGUMENT`.
+/// default). 0 gives `FILEFETCH_STATUS_INVALID_ARGUMENT` (the message names
+/// `connect_timeout`) and leaves the setting as it was.
 ///
 /// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
 /// meanwhile.
@@ -216,8 +238,71 @@ pub extern "C" fn filefetch_fetch_options_set_connect_timeout_ms(
     timeout_ms: u32,
 ) -> filefetch_status {
     set(options, |options| {
-        let timeout = millis(timeout_ms, "timeout_ms")?;
-        options.inner = options.inner.clone().connect_timeout(timeout);
+        let timeout = duration_ms("connect_timeout", timeout_ms.into(), true)?;
+        options.update(|b| b.connect_timeout(timeout));
+        Ok(())
+    })
+}
+
+/// Limits the whole fetch, connecting included, to `max_time_ms` milliseconds (curl's
+/// `--max-time`): past it the fetch fails with `FILEFETCH_STATUS_TIMEOUT` and leaves nothing
+/// behind. 0 (the default) means no limit. More than a year (31536000000 ms) gives
+/// `FILEFETCH_STATUS_INVALID_ARGUMENT` (the message names `max_time`) and leaves the
+/// setting as it was.
+///
+/// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+/// meanwhile.
+#[no_mangle]
+pub extern "C" fn filefetch_fetch_options_set_max_time_ms(
+    options: *mut filefetch_fetch_options,
+    max_time_ms: u64,
+) -> filefetch_status {
+    set(options, |options| {
+        options.max_time = match max_time_ms {
+            0 => None,
+            ms => Some(duration_ms("max_time", ms, true)?),
+        };
+        Ok(())
+    })
+}
+
+/// Fails the fetch with `FILEFETCH_STATUS_TIMEOUT`, leaving nothing behind, when fewer than
+/// `bytes_per_sec` bytes a second arrive over a window of `window_ms` milliseconds (curl's
+/// `--speed-limit` and `--speed-time`; curl's default window is 30000 ms). A
+/// `bytes_per_sec` of 0 (the default) turns the check off, whatever the window. With a
+/// nonzero rate, a window of 0 or of more than a year gives
+/// `FILEFETCH_STATUS_INVALID_ARGUMENT` (the message names `min_rate window`) and leaves the
+/// setting as it was.
+///
+/// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+/// meanwhile.
+#[no_mangle]
+pub extern "C" fn filefetch_fetch_options_set_min_rate(
+    options: *mut filefetch_fetch_options,
+    bytes_per_sec: u64,
+    window_ms: u32,
+) -> filefetch_status {
+    set(options, |options| {
+        let window = duration_ms("min_rate window", window_ms.into(), bytes_per_sec > 0)?;
+        options.update(|b| b.min_rate(bytes_per_sec, window));
+        Ok(())
+    })
+}
+
+/// Sets the largest file accepted, in bytes: when the server announces a larger one, the
+/// fetch fails with `FILEFETCH_STATUS_TOO_LARGE` before any data is read, and leaves nothing
+/// behind. `UINT64_MAX` (the default) means no limit; 0 accepts only empty files.
+///
+/// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+/// meanwhile.
+#[no_mangle]
+pub extern "C" fn filefetch_fetch_options_set_max_size(
+    options: *mut filefetch_fetch_options,
+    max_size: u64,
+) -> filefetch_status {
+    set(options, |options| {
+        // UINT64_MAX is passed on as is: no announced length can exceed it.
+        options.update(|b| b.max_size(max_size));
         Ok(())
     })
 }
@@ -305,7 +390,8 @@ impl<'a> Request<'a> {
 /// `name` in the current directory); it appears only once the whole file has arrived, and
 /// after any failure nothing is left behind. On success `*out_size` receives the file's size
 /// in bytes; on failure it is not written and `filefetch_last_error` describes what
-/// happened.
+/// happened. Options out of range (which the setters refuse already) give
+/// `FILEFETCH_STATUS_INVALID_ARGUMENT`.
 ///
 /// No argument may be NULL. Blocks the calling thread until done. Thread-safe: several
 /// threads may fetch at once, sharing an options handle or not.
@@ -322,13 +408,11 @@ pub extern "C" fn filefetch_fetch(
         let request = unsafe { Request::new(host, port, name, options) }?;
         let out = non_null(out_size, "out_size")?;
         let opts = request.options;
-        let fetched = filefetch::fetch_with_progress(
-            request.host,
-            request.port,
-            request.name,
-            &opts.core(),
-            |received, total| opts.progress(received, total),
-        )?;
+        let built = opts.build()?;
+        let fetched = Fetch::new(request.host, request.port, request.name)
+            .options(&built)
+            .progress(|received, total| opts.progress(received, total))
+            .to_file()?;
         // SAFETY: `out` is not NULL and points to a caller-provided uint64_t.
         unsafe { write_out(out, fetched.bytes) };
         Ok(())
@@ -338,9 +422,14 @@ pub extern "C" fn filefetch_fetch(
 /// Downloads the file `name` from `host`:`port` into memory.
 ///
 /// Arguments are as for `filefetch_fetch`; the options' output path, overwrite and fsync
-/// settings do not apply. On success `*out_data` receives a buffer owned by the caller, to
-/// be released with `filefetch_bytes_free` (never with `free`), and `*out_len` its length in
-/// bytes; the buffer is never NULL, even for an empty file. On failure neither is written.
+/// settings do not apply. Once the server has announced the file's size, one buffer of
+/// exactly that size is allocated and the data is received straight into it: no other copy
+/// is made, and a maximum size (`filefetch_fetch_options_set_max_size`) is enforced before
+/// anything is allocated. On success `*out_data` receives that buffer, owned by the caller,
+/// to be released with `filefetch_bytes_free` (never with `free`), and `*out_len` its
+/// length in bytes; the buffer is never NULL, even for an empty file. On failure neither is
+/// written and no memory stays allocated; a buffer that cannot be allocated gives
+/// `FILEFETCH_STATUS_IO` ("out of memory").
 ///
 /// No argument may be NULL. Blocks the calling thread until done. Thread-safe.
 #[no_mangle]
@@ -358,38 +447,75 @@ pub extern "C" fn filefetch_fetch_bytes(
         let out_data = non_null(out_data, "out_data")?;
         let out_len = non_null(out_len, "out_len")?;
         let opts = request.options;
-        let mut data = Vec::new();
-        filefetch::fetch_to_writer_with_progress(
-            request.host,
-            request.port,
-            request.name,
-            &opts.core(),
-            &mut data,
-            |received, total| opts.progress(received, total),
-        )?;
-        let buffer = to_malloc(&data)?;
+        let built = opts.build()?;
+        let response = Fetch::new(request.host, request.port, request.name)
+            .options(&built)
+            .progress(|received, total| opts.progress(received, total))
+            .open()?;
+        let size = response.len();
+        // Only a 32-bit process can be handed a file larger than its address space.
+        let len = usize::try_from(size).map_err(|_| Error::TooLarge {
+            size,
+            limit: usize::MAX as u64,
+        })?;
+        let mut buffer = CBuffer::zeroed(len)?;
+        // On failure `buffer` is dropped, which frees it.
+        response.read_into(buffer.as_mut_slice())?;
         // SAFETY: both out-parameters are not NULL and point to caller-provided storage.
         unsafe {
-            write_out(out_data, buffer.as_ptr());
-            write_out(out_len, data.len());
+            write_out(out_len, len);
+            write_out(out_data, buffer.into_raw().as_ptr());
         }
         Ok(())
     })
 }
 
-/// Copies `data` into a buffer from `malloc`, so the caller can hold it without any Rust
-/// allocator bookkeeping and `filefetch_bytes_free` needs no length.
-fn to_malloc(data: &[u8]) -> Result<NonNull<u8>, Failure> {
-    // SAFETY: malloc may be called with any size; at least 1 so an empty file still gets a
-    // unique, non-NULL buffer.
-    let raw = unsafe { libc::malloc(data.len().max(1)) }.cast::<u8>();
-    let buffer = NonNull::new(raw).ok_or_else(|| Failure {
-        status: filefetch_status::Io,
-        message: format!("out of memory for {} bytes", data.len()),
-    })?;
-    // SAFETY: the new buffer has room for data.len() bytes and cannot overlap `data`.
-    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buffer.as_ptr(), data.len()) };
-    Ok(buffer)
+/// A buffer from the C allocator, so the caller can hold it without any Rust allocator
+/// bookkeeping and `filefetch_bytes_free` needs no length. Freed when dropped, unless handed
+/// over with `into_raw`.
+///
+/// It comes from `calloc`, zeroed, because the data is received through a `&mut [u8]`,
+/// which must not point to uninitialised memory; a large allocation gets fresh zero pages
+/// from the system, so the zeroing costs no pass over the data.
+struct CBuffer {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl CBuffer {
+    /// `len` zeroed bytes (at least one is allocated, so an empty file still gets a unique,
+    /// non-NULL buffer); an allocation failure is `FILEFETCH_STATUS_IO`, "out of memory".
+    fn zeroed(len: usize) -> Result<CBuffer, Failure> {
+        // SAFETY: calloc may be called with any count; it returns NULL or a block of
+        // `len.max(1)` zeroed bytes.
+        let raw = unsafe { libc::calloc(len.max(1), 1) }.cast::<u8>();
+        let ptr = NonNull::new(raw).ok_or_else(|| Failure {
+            status: filefetch_status::Io,
+            message: format!("out of memory: cannot allocate {len} bytes for the file"),
+        })?;
+        Ok(CBuffer { ptr, len })
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr` points to `len` initialised (zeroed) bytes owned by this buffer,
+        // borrowed mutably through `self` for the slice's lifetime.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// Hands the buffer over to the caller, who frees it with `filefetch_bytes_free`.
+    fn into_raw(self) -> NonNull<u8> {
+        let ptr = self.ptr;
+        std::mem::forget(self);
+        ptr
+    }
+}
+
+impl Drop for CBuffer {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` came from calloc, was not handed over (`into_raw` forgets the
+        // buffer), and is freed only here.
+        unsafe { libc::free(self.ptr.as_ptr().cast()) }
+    }
 }
 
 /// Releases a buffer returned by `filefetch_fetch_bytes`. NULL is allowed and does nothing.
@@ -397,7 +523,7 @@ fn to_malloc(data: &[u8]) -> Result<NonNull<u8>, Failure> {
 #[no_mangle]
 pub extern "C" fn filefetch_bytes_free(data: *mut u8) {
     guard_or((), || {
-        // SAFETY: a non-NULL `data` came from malloc in filefetch_fetch_bytes and is freed
+        // SAFETY: a non-NULL `data` came from calloc in filefetch_fetch_bytes and is freed
         // only once, per the contract; free(NULL) does nothing.
         unsafe { libc::free(data.cast()) }
     })

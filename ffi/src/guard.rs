@@ -1,13 +1,16 @@
 //! The two helpers every exported function goes through: the panic guard, which turns a
 //! panic into `FILEFETCH_STATUS_PANIC` instead of unwinding into C, and the argument checks,
-//! which turn NULL pointers, invalid strings and zero timeouts into
-//! `FILEFETCH_STATUS_INVALID_ARGUMENT`.
+//! which turn NULL pointers and invalid strings into `FILEFETCH_STATUS_INVALID_ARGUMENT`.
+//! Values out of range are core's to judge (`filefetch::config`): a setter passes them to
+//! core's rules and reports core's error.
 
 use std::any::Any;
 use std::ffi::{c_char, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::time::Duration;
+
+use filefetch::config;
 
 use crate::error::{filefetch_status, set_last_error, Failure};
 
@@ -96,12 +99,16 @@ pub(crate) unsafe fn try_str<'a>(ptr: *const c_char, name: &str) -> Result<&'a s
         .map_err(|_| Failure::invalid(format!("`{name}` is not valid UTF-8")))
 }
 
-/// A timeout given in milliseconds, refusing 0.
-pub(crate) fn millis(ms: u32, name: &str) -> Result<Duration, Failure> {
-    match ms {
-        0 => Err(Failure::invalid(format!("`{name}` is 0"))),
-        ms => Ok(Duration::from_millis(ms.into())),
-    }
+/// A duration setting given in milliseconds, checked by core's rules for the setting
+/// `option` (core's name for it): at most a year, and above 0 if `positive`.
+pub(crate) fn duration_ms(
+    option: &'static str,
+    ms: u64,
+    positive: bool,
+) -> Result<Duration, Failure> {
+    let duration = config::millis(option, ms)?;
+    config::check_duration(option, duration, positive)?;
+    Ok(duration)
 }
 
 /// Writes an out-parameter that `non_null` accepted earlier.
@@ -142,5 +149,23 @@ mod tests {
         assert_eq!(bad.message, "`host` is not valid UTF-8");
         // SAFETY: NULL is always allowed.
         assert!(unsafe { try_ref::<u8>(std::ptr::null(), "x") }.is_err());
+    }
+
+    #[test]
+    fn durations_are_checked_by_core() {
+        assert_eq!(
+            duration_ms("grace_period", 0, false).unwrap(),
+            Duration::ZERO
+        );
+        assert_eq!(
+            duration_ms("idle_timeout", 1500, true).unwrap(),
+            Duration::from_millis(1500)
+        );
+        let zero = duration_ms("idle_timeout", 0, true).unwrap_err();
+        assert_eq!(zero.status, filefetch_status::InvalidArgument);
+        assert!(zero.message.contains("idle_timeout"), "{}", zero.message);
+        let long = duration_ms("max_time", u64::MAX, true).unwrap_err();
+        assert_eq!(long.status, filefetch_status::InvalidArgument);
+        assert!(long.message.contains("max_time"), "{}", long.message);
     }
 }

@@ -10,6 +10,10 @@
 //! - Every pointer argument is checked: NULL gives `FILEFETCH_STATUS_INVALID_ARGUMENT`,
 //!   except where a function says NULL is allowed (the `*_free` functions, callbacks and
 //!   their `user_data`). Strings must be NUL-terminated UTF-8.
+//! - Settings are core's: the options handles hold core's builders, a setter checks its
+//!   value with core's rules and a value out of range gives
+//!   `FILEFETCH_STATUS_INVALID_ARGUMENT` with core's message, which names the setting.
+//! - A status comes from core's `ErrorKind` alone (`error::filefetch_status::of`).
 //! - Out-parameters are written only on success.
 //! - No panic crosses into C: one is caught and becomes `FILEFETCH_STATUS_PANIC`.
 //! - Handles are opaque, made by a `*_new` or `*_start` function and released by the
@@ -33,14 +37,15 @@ pub use fetch::{
     filefetch_bytes_free, filefetch_fetch, filefetch_fetch_bytes, filefetch_fetch_options,
     filefetch_fetch_options_free, filefetch_fetch_options_new,
     filefetch_fetch_options_set_connect_timeout_ms, filefetch_fetch_options_set_fsync,
-    filefetch_fetch_options_set_interrupt, filefetch_fetch_options_set_output,
-    filefetch_fetch_options_set_overwrite, filefetch_fetch_options_set_progress,
-    filefetch_fetch_options_set_timeout_ms, filefetch_interrupt_callback,
-    filefetch_progress_callback,
+    filefetch_fetch_options_set_interrupt, filefetch_fetch_options_set_max_size,
+    filefetch_fetch_options_set_max_time_ms, filefetch_fetch_options_set_min_rate,
+    filefetch_fetch_options_set_output, filefetch_fetch_options_set_overwrite,
+    filefetch_fetch_options_set_progress, filefetch_fetch_options_set_timeout_ms,
+    filefetch_interrupt_callback, filefetch_progress_callback,
 };
 pub use server::{
-    filefetch_serve, filefetch_server, filefetch_server_free, filefetch_server_options,
-    filefetch_server_options_free, filefetch_server_options_new,
+    filefetch_serve, filefetch_server, filefetch_server_abort, filefetch_server_free,
+    filefetch_server_options, filefetch_server_options_free, filefetch_server_options_new,
     filefetch_server_options_set_address, filefetch_server_options_set_file_cache_ms,
     filefetch_server_options_set_grace_period_ms, filefetch_server_options_set_max_connections,
     filefetch_server_options_set_port, filefetch_server_options_set_request_timeout_ms,

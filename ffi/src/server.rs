@@ -1,15 +1,19 @@
 //! The server side: the server options handle, a server running in the background, and a
 //! server running on the calling thread.
+//!
+//! The handle holds core's `ServerConfigBuilder` (and the address and port, which core takes
+//! when binding); each setter checks its value with core's rules (`filefetch::config`) and
+//! reports core's error, and starting a server builds the configuration.
 
 use std::ffi::c_char;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
 
-use filefetch::{BackgroundServer, Server, ServerConfig};
+use filefetch::config::{self, check_count};
+use filefetch::{BackgroundServer, Server, ServerConfig, ServerConfigBuilder};
 
 use crate::error::{filefetch_status, Failure};
-use crate::guard::{guard, guard_or, millis, non_null, try_mut, try_ref, try_str, write_out};
+use crate::guard::{duration_ms, guard, guard_or, non_null, try_mut, try_ref, try_str, write_out};
 
 /// Where and how a server serves: root directory, address, port, limits, timeouts, worker
 /// threads, open-file reuse. Opaque.
@@ -19,22 +23,30 @@ use crate::guard::{guard, guard_or, millis, non_null, try_mut, try_ref, try_str,
 /// may be freed or changed afterwards. Not to be changed while another thread uses it.
 #[derive(Debug)]
 pub struct filefetch_server_options {
-    config: ServerConfig,
+    builder: ServerConfigBuilder,
     address: IpAddr,
     port: u16,
 }
 
 impl filefetch_server_options {
+    /// Applies one builder setter.
+    fn update(&mut self, change: impl FnOnce(ServerConfigBuilder) -> ServerConfigBuilder) {
+        self.builder = change(std::mem::take(&mut self.builder));
+    }
+
+    /// Builds the configuration (core checks it) and binds the listening socket.
     fn bind(&self) -> Result<Server, Failure> {
+        let config = self.builder.clone().build()?;
         let addr = SocketAddr::new(self.address, self.port);
-        Ok(Server::bind(addr, self.config.clone())?)
+        Ok(Server::bind(addr, config)?)
     }
 }
 
 /// A server running on a background thread. Opaque.
 ///
-/// Created by `filefetch_server_start`; stopped by `filefetch_server_stop` or
-/// `filefetch_server_shutdown`; released by `filefetch_server_free`, which also stops it.
+/// Created by `filefetch_server_start`; stopped by `filefetch_server_abort` (at once) or
+/// `filefetch_server_shutdown` (gracefully); released by `filefetch_server_free`, which also
+/// stops it at once.
 /// All functions taking it are thread-safe, except `filefetch_server_free`, which must be
 /// the last use.
 #[derive(Debug)]
@@ -55,7 +67,7 @@ pub extern "C" fn filefetch_server_options_new(
     guard(|| {
         let out = non_null(out_options, "out_options")?;
         let options = Box::new(filefetch_server_options {
-            config: ServerConfig::new(),
+            builder: ServerConfig::builder(),
             address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             port: 0,
         });
@@ -106,7 +118,7 @@ pub extern "C" fn filefetch_server_options_set_root(
         if root.is_empty() {
             return Err(Failure::invalid("`root` is empty"));
         }
-        options.config = options.config.clone().root(root);
+        options.update(|b| b.root(root));
         Ok(())
     })
 }
@@ -153,7 +165,9 @@ pub extern "C" fn filefetch_server_options_set_port(
 }
 
 /// Sets the most connections handled at once (10000 by default); more wait in the listen
-/// backlog until one ends. 0 gives `FILEFETCH_STATUS_INVALID_ARGUMENT`.
+/// backlog until one ends. 0, or more than 4294967295, gives
+/// `FILEFETCH_STATUS_INVALID_ARGUMENT` (the message names `max_connections`) and leaves the
+/// setting as it was.
 ///
 /// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
 /// meanwhile.
@@ -163,17 +177,21 @@ pub extern "C" fn filefetch_server_options_set_max_connections(
     max_connections: usize,
 ) -> filefetch_status {
     set(options, |options| {
-        if max_connections == 0 {
-            return Err(Failure::invalid("`max_connections` is 0"));
-        }
-        options.config = options.config.clone().max_connections(max_connections);
+        check_count(
+            "max_connections",
+            max_connections,
+            1,
+            config::MAX_CONNECTIONS_LIMIT,
+        )?;
+        options.update(|b| b.max_connections(max_connections));
         Ok(())
     })
 }
 
 /// Sets how long a client has, from connecting, to send its whole request, in milliseconds
 /// (1000 by default); a client that takes longer is disconnected without a response.
-/// 0 gives `FILEFETCH_STATUS_INVALID_ARGUMENT`.
+/// 0 gives `FILEFETCH_STATUS_INVALID_ARGUMENT` (the message names `request_timeout`) and
+/// leaves the setting as it was.
 ///
 /// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
 /// meanwhile.
@@ -183,14 +201,15 @@ pub extern "C" fn filefetch_server_options_set_request_timeout_ms(
     timeout_ms: u32,
 ) -> filefetch_status {
     set(options, |options| {
-        let timeout = millis(timeout_ms, "timeout_ms")?;
-        options.config = options.config.clone().request_timeout(timeout);
+        let timeout = duration_ms("request_timeout", timeout_ms.into(), true)?;
+        options.update(|b| b.request_timeout(timeout));
         Ok(())
     })
 }
 
 /// Sets how long a client may read nothing before it is dropped, in milliseconds (10000 by
-/// default). 0 gives `FILEFETCH_STATUS_INVALID_ARGUMENT`.
+/// default). 0 gives `FILEFETCH_STATUS_INVALID_ARGUMENT` (the message names
+/// `send_timeout`) and leaves the setting as it was.
 ///
 /// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
 /// meanwhile.
@@ -200,14 +219,14 @@ pub extern "C" fn filefetch_server_options_set_send_timeout_ms(
     timeout_ms: u32,
 ) -> filefetch_status {
     set(options, |options| {
-        let timeout = millis(timeout_ms, "timeout_ms")?;
-        options.config = options.config.clone().send_timeout(timeout);
+        let timeout = duration_ms("send_timeout", timeout_ms.into(), true)?;
+        options.update(|b| b.send_timeout(timeout));
         Ok(())
     })
 }
 
 /// Sets how long transfers in flight may take to finish after `filefetch_server_shutdown`,
-/// in milliseconds (10000 by default); 0 cuts them at once, as `filefetch_server_stop` does.
+/// in milliseconds (10000 by default); 0 cuts them at once, as `filefetch_server_abort` does.
 ///
 /// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
 /// meanwhile.
@@ -217,13 +236,15 @@ pub extern "C" fn filefetch_server_options_set_grace_period_ms(
     grace_ms: u32,
 ) -> filefetch_status {
     set(options, |options| {
-        let grace = Duration::from_millis(grace_ms.into());
-        options.config = options.config.clone().grace_period(grace);
+        let grace = duration_ms("grace_period", grace_ms.into(), false)?;
+        options.update(|b| b.grace_period(grace));
         Ok(())
     })
 }
 
-/// Sets the number of worker threads; 0 (the default) means one per CPU core.
+/// Sets the number of worker threads; 0 (the default) means one per CPU core. More than 1024
+/// gives `FILEFETCH_STATUS_INVALID_ARGUMENT` (the message names `threads`) and leaves the
+/// setting as it was.
 ///
 /// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
 /// meanwhile.
@@ -233,7 +254,8 @@ pub extern "C" fn filefetch_server_options_set_threads(
     threads: usize,
 ) -> filefetch_status {
     set(options, |options| {
-        options.config = options.config.clone().threads(threads);
+        check_count("threads", threads, 0, config::MAX_THREADS)?;
+        options.update(|b| b.threads(threads));
         Ok(())
     })
 }
@@ -251,8 +273,8 @@ pub extern "C" fn filefetch_server_options_set_file_cache_ms(
     file_cache_ms: u32,
 ) -> filefetch_status {
     set(options, |options| {
-        let file_cache = Duration::from_millis(file_cache_ms.into());
-        options.config = options.config.clone().file_cache(file_cache);
+        let file_cache = duration_ms("file_cache", file_cache_ms.into(), false)?;
+        options.update(|b| b.file_cache(file_cache));
         Ok(())
     })
 }
@@ -262,7 +284,8 @@ pub extern "C" fn filefetch_server_options_set_file_cache_ms(
 ///
 /// On success `*out_server` receives a new handle, owned by the caller, to be released with
 /// `filefetch_server_free`. A root that cannot be opened or an address that cannot be
-/// listened on gives `FILEFETCH_STATUS_IO`. No argument may be NULL. Thread-safe.
+/// listened on gives `FILEFETCH_STATUS_IO`; options out of range (which the setters refuse
+/// already) give `FILEFETCH_STATUS_INVALID_ARGUMENT`. No argument may be NULL. Thread-safe.
 #[no_mangle]
 pub extern "C" fn filefetch_server_start(
     options: *const filefetch_server_options,
@@ -325,14 +348,22 @@ fn stop_with(
 /// Stopping a stopped server does nothing and returns `FILEFETCH_STATUS_OK`.
 /// Thread-safe; NULL gives `FILEFETCH_STATUS_INVALID_ARGUMENT`.
 #[no_mangle]
+pub extern "C" fn filefetch_server_abort(server: *mut filefetch_server) -> filefetch_status {
+    stop_with(server, BackgroundServer::abort)
+}
+
+/// The former name of `filefetch_server_abort`, kept so programs built against earlier
+/// versions keep working: exactly the same function. New code should call
+/// `filefetch_server_abort` (stop at once) or `filefetch_server_shutdown` (gracefully).
+#[no_mangle]
 pub extern "C" fn filefetch_server_stop(server: *mut filefetch_server) -> filefetch_status {
-    stop_with(server, BackgroundServer::stop)
+    filefetch_server_abort(server)
 }
 
 /// Stops the server gracefully: it stops accepting at once, lets transfers in flight finish
 /// within the grace period (10 s by default; see
 /// `filefetch_server_options_set_grace_period_ms`), then waits for its thread to end.
-/// Otherwise as `filefetch_server_stop`.
+/// Otherwise as `filefetch_server_abort`.
 #[no_mangle]
 pub extern "C" fn filefetch_server_shutdown(server: *mut filefetch_server) -> filefetch_status {
     stop_with(server, BackgroundServer::shutdown)

@@ -12,7 +12,7 @@ use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use filefetch::confine::{check_name, Resolver, Root};
+use filefetch::server::confine::{check_name, Resolver, Root};
 use libfuzzer_sys::fuzz_target;
 
 struct Tree {

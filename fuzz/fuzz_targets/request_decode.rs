@@ -5,7 +5,7 @@
 //! server, whose answer must be a relative path that stays inside the root.
 #![no_main]
 
-use filefetch::confine::check_name;
+use filefetch::server::confine::check_name;
 use filefetch::protocol::{
     encode_request, RequestHeader, MAGIC, MAX_NAME_LEN, REQUEST_HEADER_LEN, TYPE_REQUEST,
 };

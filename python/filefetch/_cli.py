@@ -1,6 +1,14 @@
-"""The command lines: ``python -m filefetch {serve,fetch}``, ``python -m filefetch.server`` and
-``python -m filefetch.client``. Each prints what happens, one line per event, and returns an
-exit status: 0 on success, 1 on failure, 2 for bad arguments, 130 when interrupted."""
+"""The command lines.
+
+``python -m filefetch serve|fetch`` is the Rust ``filefetch`` command's twin: the same
+subcommands, options, defaults and exit codes (see ``EXIT_CODES``). ``python -m
+filefetch.server PORT`` and ``python -m filefetch.client HOST PORT FILENAME`` are drop-ins for
+the original scripts and keep their command lines: status 1 on any failure, 2 for bad
+arguments, 130 when interrupted.
+
+Values are only parsed here; their ranges are the library's to check, and its
+InvalidArgumentError (naming the setting) is a usage error, status 2.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +16,82 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
-from typing import Optional
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
 
-from ._errors import Error, ServerClosedError
+from ._errors import (
+    AbortedError,
+    ConnectError,
+    DestinationExistsError,
+    Error,
+    IncompleteTransferError,
+    InterruptedTransferError,
+    InvalidArgumentError,
+    LocalError,
+    NotFoundError,
+    ProtocolError,
+    ServerClosedError,
+    TimedOutError,
+    TooLargeError,
+)
 from ._native import Server, fetch
+
+INTERRUPTED = 130
+
+# The exit status for each exception class, as the Rust command's (cli/src/exit.rs) and the
+# README's error table give it for the matching kind. Searched in order: a subclass comes
+# before its base (IncompleteTransferError is a ProtocolError).
+EXIT_CODES: tuple[tuple[type[Error], int], ...] = (
+    (NotFoundError, 3),
+    (DestinationExistsError, 4),
+    (TimedOutError, 5),
+    (ConnectError, 8),
+    (IncompleteTransferError, 7),
+    (ProtocolError, 6),  # ServerClosedError too
+    (TooLargeError, 9),
+    (InvalidArgumentError, 2),
+    (LocalError, 1),
+    (AbortedError, 1),
+    (InterruptedTransferError, INTERRUPTED),
+)
+
+EXIT_STATUS_HELP = """\
+exit status:
+  0    success
+  1    local I/O or other error (including a port that cannot be listened on)
+  2    usage error (bad arguments, invalid file name, a value out of range)
+  3    the server has no such file (StatusCode 0)
+  4    the destination exists (it is left untouched)
+  5    timed out
+  6    protocol error (malformed response, truncated header, excess data,
+       server closed without a response)
+  7    incomplete transfer
+  8    cannot resolve the host or connect to it
+  9    the file is larger than --max-size (nothing was read)
+  130  interrupted (Ctrl-C)"""
+
+SERVER_CLOSED_HINT = (
+    " (the original server.py closes the connection this way when it has no such file)"
+)
+
+
+def exit_code(error: Error) -> int:
+    """The exit status for a library exception."""
+    for cls, code in EXIT_CODES:
+        if isinstance(error, cls):
+            return code
+    return 1
+
+
+def _message(error: Error) -> str:
+    text = str(error)
+    if isinstance(error, ServerClosedError):
+        text += SERVER_CLOSED_HINT
+    return text
 
 
 def _port(text: str) -> int:
+    """A port for the drop-in scripts, which check it while parsing as the originals did."""
     try:
         port = int(text)
     except ValueError:
@@ -25,14 +101,18 @@ def _port(text: str) -> int:
     return port
 
 
-def _timeout(text: str) -> float:
+def _integer(text: str) -> int:
     try:
-        seconds = float(text)
+        return int(text)
     except ValueError:
-        seconds = -1.0
-    if not seconds > 0:
-        raise argparse.ArgumentTypeError(f"invalid timeout: {text!r} (seconds, above 0)")
-    return seconds
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
 
 
 def _log_to_stdout() -> None:
@@ -45,72 +125,98 @@ def _log_to_stdout() -> None:
     logger.propagate = False
 
 
-def _grace(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds < float("inf"):
-        raise argparse.ArgumentTypeError(f"invalid grace period: {text!r} (seconds, 0 or more)")
-    return seconds
+def _shown(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def run_server(port: int, root: str = ".", host: str = "0.0.0.0", grace: float = 10.0) -> int:
-    """Serve `root` on `host`:`port` until Ctrl-C, logging each connection. The first Ctrl-C
-    stops accepting and gives transfers in flight `grace` seconds to finish; a second one
-    stops at once."""
+def run_server(
+    port: int,
+    root: str = ".",
+    binds: Sequence[str] = ("0.0.0.0",),
+    grace: float = 10.0,
+    interrupted_twice: int = 0,
+    settings: Optional[Mapping[str, Any]] = None,
+) -> int:
+    """Serve `root` on each of `binds` at `port` until Ctrl-C, logging each connection. The
+    first Ctrl-C stops accepting and gives transfers in flight `grace` seconds to finish (then
+    status 0); a second one stops at once (then status `interrupted_twice`). `settings` are
+    further keywords of Server."""
     _log_to_stdout()
     try:
-        server = Server(port, root, host=host, grace_period=grace)
+        server = Server(port, root, host=list(binds), grace_period=grace, **(settings or {}))
     except Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        print(f"error: {_message(e)}", file=sys.stderr)
+        return exit_code(e)
+    stopping = False
     try:
         with server:
-            host_shown, real_port = server.address
-            print(
-                f"Waiting for connection on {host_shown}:{real_port}, "
-                f"serving {os.path.abspath(root)}",
-                flush=True,
-            )
+            for host_shown, real_port in server.addresses:
+                print(
+                    f"Waiting for connection on {_shown(host_shown, real_port)}, "
+                    f"serving {os.path.abspath(root)}",
+                    flush=True,
+                )
             try:
                 server.serve_forever()
             except KeyboardInterrupt:
+                stopping = True
                 print(
                     f"Stopping: transfers in flight have {grace:g} s to finish "
                     "(Ctrl-C again to stop at once)",
                     flush=True,
                 )
                 server.shutdown()
-                raise
+                print("Interrupted, server stopped", flush=True)
     except KeyboardInterrupt:
+        # Leaving the block closed the server at once.
         print("Interrupted, server stopped", flush=True)
+        return interrupted_twice if stopping else 0
+    except Error as e:
+        print(f"error: {_message(e)}", file=sys.stderr)
+        return exit_code(e)
     return 0
 
 
-def run_client(
-    host: str,
-    port: int,
-    name: str,
-    dest: Optional[str] = None,
-    overwrite: bool = False,
-    timeout: float = 1.0,
-) -> int:
-    """Fetch `name` from `host`:`port` into `dest` (default: its name, here)."""
+def run_client(host: str, port: int, name: str) -> int:
+    """The drop-in client: fetch `name` from `host`:`port` into the current directory."""
     print(f"Connecting to {host}:{port} for {name}", flush=True)
     try:
-        path = fetch(host, port, name, dest, overwrite=overwrite, timeout=timeout)
-    except ServerClosedError as e:
-        print(f"error: {e} (the server may have no such file)", file=sys.stderr)
-        return 1
+        path = fetch(host, port, name)
     except Error as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_message(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("Interrupted, nothing was saved", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     size = path.stat().st_size
     print(f"Download succeeded: received {size} bytes of {name}, saved as {path}", flush=True)
+    return 0
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    """``python -m filefetch fetch``: as ``filefetch fetch`` does, with its exit codes."""
+    try:
+        path = fetch(
+            args.host,
+            args.port,
+            args.name,
+            args.output,
+            overwrite=args.overwrite,
+            timeout=args.timeout,
+            connect_timeout=args.connect_timeout,
+            max_time=args.max_time,
+            speed_limit=args.speed_limit,
+            speed_time=args.speed_time,
+            max_size=args.max_size,
+        )
+    except Error as e:
+        print(f"error: {_message(e)}", file=sys.stderr)
+        return exit_code(e)
+    except KeyboardInterrupt:
+        print("Interrupted, nothing was saved", file=sys.stderr)
+        return INTERRUPTED
+    if not args.quiet:
+        print(f"received {path.stat().st_size} bytes into {path}", flush=True)
     return 0
 
 
@@ -138,38 +244,165 @@ def client_main(argv: Optional[Sequence[str]] = None) -> int:
     return run_client(args.host, args.port, args.filename)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m filefetch serve|fetch ...``."""
-    parser = argparse.ArgumentParser(
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m filefetch``, as the Rust command's (cli/src/args.rs)."""
+    formatter = argparse.RawDescriptionHelpFormatter
+    top = argparse.ArgumentParser(
         prog="python -m filefetch",
-        description="Fetch and serve files with the 0x497E FileRequest/FileResponse protocol.",
+        description="Fetch a file from a server, or serve a directory, with the 0x497E "
+        "FileRequest/FileResponse protocol.",
+        epilog=EXIT_STATUS_HELP,
+        formatter_class=formatter,
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="serve a directory until Ctrl-C")
-    serve.add_argument("port", type=_port, help="port to listen on (0 picks a free one)")
-    serve.add_argument("--root", default=".", help="directory to serve (default: .)")
-    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
+    serve = commands.add_parser(
+        "serve",
+        help="serve the files beneath a directory",
+        epilog=EXIT_STATUS_HELP,
+        formatter_class=formatter,
+    )
+    serve.add_argument("port", type=_integer, help="port to listen on (0: any free port)")
+    serve.add_argument("--root", metavar="DIR", default=".", help="directory to serve (default: .)")
+    serve.add_argument(
+        "--bind",
+        dest="binds",
+        metavar="ADDR",
+        action="append",
+        help="address to listen on, combined with PORT; repeat for several "
+        "(:: for IPv6 and IPv4 both; default: 0.0.0.0)",
+    )
+    # The option's former name, kept for scripts that use it.
+    serve.add_argument("--host", dest="binds", action="append", help=argparse.SUPPRESS)
+    serve.add_argument(
+        "--max-connections",
+        metavar="N",
+        type=_integer,
+        default=10000,
+        help="most connections served at once; more wait in the listen backlog (default: 10000)",
+    )
+    serve.add_argument(
+        "--request-timeout",
+        metavar="SECS",
+        type=_seconds,
+        default=1.0,
+        help="seconds a client has, from connecting, to send its whole request (default: 1)",
+    )
+    serve.add_argument(
+        "--send-timeout",
+        metavar="SECS",
+        type=_seconds,
+        default=10.0,
+        help="seconds a client may read nothing before it is dropped (default: 10)",
+    )
     serve.add_argument(
         "--grace",
-        type=_grace,
+        metavar="SECS",
+        type=_seconds,
         default=10.0,
         help="seconds transfers in flight may take to finish after Ctrl-C (default: 10)",
     )
+    serve.add_argument(
+        "--threads",
+        metavar="N",
+        type=_integer,
+        default=0,
+        help="worker threads (0: one per CPU core; the default)",
+    )
+    serve.add_argument(
+        "--file-cache",
+        metavar="SECS",
+        type=_seconds,
+        default=1.0,
+        help="seconds a small file stays open for reuse by later requests of the same name "
+        "(0: open every file afresh; default: 1)",
+    )
+    serve.add_argument(
+        "--portable",
+        action="store_true",
+        help="use the portable code paths instead of system-specific fast ones",
+    )
 
-    get = commands.add_parser("fetch", help="fetch one file")
-    get.add_argument("host", help="server name or address")
-    get.add_argument("port", type=_port, help="server port")
+    get = commands.add_parser(
+        "fetch",
+        help="download one file from a server",
+        epilog=EXIT_STATUS_HELP,
+        formatter_class=formatter,
+    )
+    get.add_argument("host", help="server host name or IPv4/IPv6 address")
+    get.add_argument("port", type=_integer, help="server port")
     get.add_argument("name", help="name of the file on the server")
-    get.add_argument("-o", "--output", help="where to save it (file or directory)")
-    get.add_argument("--overwrite", action="store_true", help="replace an existing file")
     get.add_argument(
-        "--timeout", type=_timeout, default=1.0, help="seconds to wait for data (default: 1)"
+        "-o",
+        "--output",
+        metavar="PATH",
+        help="where to write the file (default: the name's last component, here); an "
+        "existing directory receives it under that name",
     )
+    get.add_argument("--overwrite", action="store_true", help="replace the destination if it exists")
+    get.add_argument(
+        "--timeout",
+        metavar="SECS",
+        type=_seconds,
+        default=1.0,
+        help="seconds to wait for any data before giving up (default: 1)",
+    )
+    get.add_argument(
+        "--connect-timeout",
+        metavar="SECS",
+        type=_seconds,
+        default=5.0,
+        help="seconds to wait for a connection to each address of the host (default: 5)",
+    )
+    get.add_argument(
+        "--max-time",
+        metavar="SECS",
+        type=_seconds,
+        help="seconds the whole fetch may take, connecting included (no limit by default)",
+    )
+    get.add_argument(
+        "--speed-limit",
+        metavar="BYTES",
+        type=_integer,
+        default=0,
+        help="give up when fewer than this many bytes a second arrive over --speed-time "
+        "seconds (off by default)",
+    )
+    get.add_argument(
+        "--speed-time",
+        metavar="SECS",
+        type=_seconds,
+        default=30.0,
+        help="seconds over which --speed-limit is measured (default: 30)",
+    )
+    get.add_argument(
+        "--max-size",
+        metavar="BYTES",
+        type=_integer,
+        help="refuse a file larger than this many bytes, before any of it is read "
+        "(no limit by default)",
+    )
+    get.add_argument("-q", "--quiet", action="store_true", help="print no success line")
+    return top
 
-    args = parser.parse_args(argv)
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m filefetch serve|fetch ...``."""
+    args = parser().parse_args(argv)
     if args.command == "serve":
-        return run_server(args.port, args.root, args.host, args.grace)
-    return run_client(
-        args.host, args.port, args.name, args.output, args.overwrite, args.timeout
-    )
+        return run_server(
+            args.port,
+            args.root,
+            args.binds or ["0.0.0.0"],
+            args.grace,
+            interrupted_twice=INTERRUPTED,
+            settings={
+                "max_connections": args.max_connections,
+                "request_timeout": args.request_timeout,
+                "send_timeout": args.send_timeout,
+                "threads": args.threads,
+                "file_cache": args.file_cache,
+                "portable": args.portable,
+            },
+        )
+    return run_fetch(args)

@@ -8,16 +8,19 @@ builtin exception a Python program would already catch for the same situation, s
 from __future__ import annotations
 
 __all__ = [
+    "AbortedError",
     "ConnectError",
     "DestinationExistsError",
     "Error",
     "IncompleteTransferError",
+    "InterruptedTransferError",
     "InvalidArgumentError",
     "LocalError",
     "NotFoundError",
     "ProtocolError",
     "ServerClosedError",
     "TimedOutError",
+    "TooLargeError",
 ]
 
 
@@ -47,22 +50,26 @@ class DestinationExistsError(Error, FileExistsError):
 
 
 class TimedOutError(Error, TimeoutError):
-    """No data arrived within the timeout, or the connection could not be made in time."""
+    """A timeout or time limit expired: no data within ``timeout``, no connection within
+    ``connect_timeout``, the whole fetch past ``max_time``, or data slower than
+    ``speed_limit`` over ``speed_time``."""
 
 
 class ConnectError(Error, ConnectionError):
     """The host could not be resolved, or no connection could be made to it."""
 
 
-class ServerClosedError(Error, ConnectionError):
-    """The server closed the connection without sending a response.
-
-    The original ``server.py`` does this when it has no such file.
-    """
-
-
 class ProtocolError(Error):
     """The server's response was not a valid FileResponse, or carried the wrong amount of data."""
+
+
+class ServerClosedError(ProtocolError, ConnectionError):
+    """The server closed the connection without sending a response.
+
+    The original ``server.py`` does this when it has no such file. Both a
+    :class:`ProtocolError` and a ``ConnectionError``, as ``http.client.RemoteDisconnected``
+    is; ``errno`` and ``filename`` are None.
+    """
 
 
 class IncompleteTransferError(ProtocolError):
@@ -81,10 +88,43 @@ class IncompleteTransferError(ProtocolError):
         self.expected = expected
 
 
+class TooLargeError(Error):
+    """The server announced a file larger than ``max_size``; none of it was read.
+
+    ``size`` is the announced size and ``limit`` the ``max_size`` asked for, in bytes.
+    """
+
+    size: int
+    limit: int
+
+    def __init__(self, message: str, size: int, limit: int) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+
+
 class InvalidArgumentError(Error, ValueError):
-    """An argument was out of range: a port, a timeout, a file name the protocol cannot carry."""
+    """An argument was out of range, named in the message: a port, a timeout, a count, a
+    file name the protocol cannot carry."""
 
 
 class LocalError(Error, OSError):
     """A local file or socket operation failed: writing the download, binding the server's port,
     opening its root directory. ``errno`` and ``filename`` are set when known."""
+
+
+class AbortedError(Error):
+    """The transfer was stopped from the progress callback.
+
+    Normally the callback's own exception propagates instead; this is raised only should
+    there be none to raise.
+    """
+
+
+class InterruptedTransferError(Error):
+    """The transfer was stopped by a signal (Ctrl-C).
+
+    Normally the signal handler's own exception (``KeyboardInterrupt``) propagates instead;
+    this is raised only should there be none to raise. (Not named ``InterruptedError``, the
+    builtin for an interrupted system call, which ``from filefetch import *`` would hide.)
+    """

@@ -1,7 +1,7 @@
 """Native part of the filefetch package; import from ``filefetch`` instead."""
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Optional, Union, final
@@ -11,6 +11,7 @@ from typing_extensions import Self
 __all__ = ["Server", "fetch", "fetch_bytes", "serve"]
 
 _PathLike = Union[str, "os.PathLike[str]"]
+_Hosts = Union[str, Sequence[str]]
 
 def fetch(
     host: str,
@@ -20,20 +21,37 @@ def fetch(
     *,
     overwrite: bool = False,
     timeout: float = 1.0,
+    connect_timeout: float = 5.0,
+    max_time: Optional[float] = None,
+    speed_limit: int = 0,
+    speed_time: float = 30.0,
+    max_size: Optional[int] = None,
     progress: Optional[Callable[[int, int], object]] = None,
 ) -> Path: ...
-def fetch_bytes(host: str, port: int, name: str, *, timeout: float = 1.0) -> bytes: ...
+def fetch_bytes(
+    host: str,
+    port: int,
+    name: str,
+    *,
+    timeout: float = 1.0,
+    connect_timeout: float = 5.0,
+    max_time: Optional[float] = None,
+    speed_limit: int = 0,
+    speed_time: float = 30.0,
+    max_size: Optional[int] = None,
+) -> bytes: ...
 def serve(
     port: int,
     root: _PathLike = ".",
     *,
-    host: str = "0.0.0.0",
+    host: _Hosts = "0.0.0.0",
     max_connections: int = 10000,
     request_timeout: float = 1.0,
     send_timeout: float = 10.0,
     grace_period: float = 10.0,
     threads: int = 0,
     file_cache: float = 1.0,
+    portable: bool = False,
 ) -> None: ...
 
 @final
@@ -43,18 +61,21 @@ class Server:
         port: int = 0,
         root: _PathLike = ".",
         *,
-        host: str = "127.0.0.1",
+        host: _Hosts = "127.0.0.1",
         max_connections: int = 10000,
         request_timeout: float = 1.0,
         send_timeout: float = 10.0,
         grace_period: float = 10.0,
         threads: int = 0,
         file_cache: float = 1.0,
+        portable: bool = False,
     ) -> Self: ...
     @property
     def port(self) -> int: ...
     @property
     def address(self) -> tuple[str, int]: ...
+    @property
+    def addresses(self) -> list[tuple[str, int]]: ...
     @property
     def closed(self) -> bool: ...
     def close(self) -> None: ...

@@ -1,17 +1,22 @@
-//! [`filefetch::Error`] to Python exceptions: each variant becomes an instance of a class of
-//! `filefetch._errors` (all rooted at `filefetch.Error`) carrying the crate's message and,
-//! where the builtin base has them, `errno` and `filename`.
+//! [`filefetch::Error`] to Python exceptions. The class is chosen by the error's
+//! [`ErrorKind`] alone, in one exhaustive match (the Python column of the README's error
+//! table); the instance carries the crate's message and, where the variant has them, the
+//! numbers of the class (`received`/`expected`, `size`/`limit`) and the `OSError` attributes
+//! `errno`, `strerror` and `filename`.
 
 use std::ffi::OsStr;
 use std::io;
 
-use filefetch::Error;
+use filefetch::{Error, ErrorKind};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyInt, PyString, PyTuple};
 
 /// The Python module that defines the exception classes.
 const ERRORS_MODULE: &str = "filefetch._errors";
+
+/// Attributes set on an exception after it is built.
+type Attrs<'py> = Vec<(&'static str, Bound<'py, PyAny>)>;
 
 fn class<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
     static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
@@ -23,42 +28,36 @@ fn class<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
 fn exception<'py>(
     py: Python<'py>,
     name: &str,
-    args: Bound<'py, PyTuple>,
-    attrs: &[(&str, Bound<'py, PyAny>)],
+    args: PyResult<Bound<'py, PyTuple>>,
+    attrs: Attrs<'py>,
 ) -> PyErr {
     let build = || -> PyResult<PyErr> {
-        let value = class(py, name)?.call1(args)?;
+        let value = class(py, name)?.call1(args?)?;
         for (attr, v) in attrs {
-            value.setattr(*attr, v)?;
+            value.setattr(attr, v)?;
         }
         Ok(PyErr::from_value(value))
     };
     build().unwrap_or_else(|e| e)
 }
 
-fn with_message(py: Python<'_>, name: &str, message: String) -> PyErr {
-    with_attrs(py, name, message, &[])
+/// `filefetch.<name>(message)` with `attrs` set on it.
+fn with_message<'py>(py: Python<'py>, name: &str, message: String, attrs: Attrs<'py>) -> PyErr {
+    exception(py, name, PyTuple::new(py, [message]), attrs)
 }
 
-fn with_attrs<'py>(
-    py: Python<'py>,
-    name: &str,
-    message: String,
-    attrs: &[(&str, Bound<'py, PyAny>)],
-) -> PyErr {
-    match PyTuple::new(py, [message]) {
-        Ok(args) => exception(py, name, args, attrs),
-        Err(e) => e,
-    }
+/// `filefetch.<name>(message, a, b)`, for the classes that carry two numbers.
+fn with_numbers(py: Python<'_>, name: &str, message: String, a: u64, b: u64) -> PyErr {
+    exception(py, name, (message, a, b).into_pyobject(py), Vec::new())
 }
 
 /// `filefetch.InvalidArgumentError` (a `ValueError`) with `message`.
 pub(crate) fn invalid_argument(py: Python<'_>, message: String) -> PyErr {
-    with_message(py, "InvalidArgumentError", message)
+    with_message(py, "InvalidArgumentError", message, Vec::new())
 }
 
 /// `errno` (and `strerror`) of an OS error, for the `OSError` attributes.
-fn os_attrs<'py>(py: Python<'py>, e: &io::Error) -> Vec<(&'static str, Bound<'py, PyAny>)> {
+fn os_attrs<'py>(py: Python<'py>, e: &io::Error) -> Attrs<'py> {
     let mut attrs = Vec::new();
     if let Some(code) = os_code(e) {
         attrs.push(("errno", PyInt::new(py, code).into_any()));
@@ -93,48 +92,88 @@ fn os_code(e: &io::Error) -> Option<i32> {
     })
 }
 
-fn filename<'py>(py: Python<'py>, path: &OsStr) -> Option<(&'static str, Bound<'py, PyAny>)> {
-    path.into_pyobject(py)
-        .ok()
+/// The `filename` attribute, when there is a path.
+fn filename<'py>(py: Python<'py>, path: Option<&OsStr>) -> Attrs<'py> {
+    path.and_then(|p| p.into_pyobject(py).ok())
         .map(|v| ("filename", v.into_any()))
+        .into_iter()
+        .collect()
 }
 
-/// The Python exception for `error`.
+/// The Python exception for `error`: one class per [`ErrorKind`], in one exhaustive match
+/// (a new kind does not compile until it has a class). Within an arm, the variant's data
+/// (a path, a system error, two numbers) is taken where that variant carries it.
+///
+/// Aborted and Interrupted normally come with a Python exception of their own (the progress
+/// callback's, the signal handler's), which the caller raises instead of this one; without
+/// one they are `AbortedError` and `InterruptedTransferError`.
 pub(crate) fn to_py(py: Python<'_>, error: Error) -> PyErr {
     let message = error.to_string();
-    match &error {
-        Error::NotFound { name } => {
-            let attrs: Vec<_> = filename(py, OsStr::new(name)).into_iter().collect();
-            with_attrs(py, "NotFoundError", message, &attrs)
+    match error.kind() {
+        ErrorKind::NotFound => {
+            let name = if let Error::NotFound { name } = &error {
+                Some(OsStr::new(name.as_str()))
+            } else {
+                None
+            };
+            with_message(py, "NotFoundError", message, filename(py, name))
         }
-        Error::DestinationExists { path } => {
-            let attrs: Vec<_> = filename(py, path.as_os_str()).into_iter().collect();
-            with_attrs(py, "DestinationExistsError", message, &attrs)
+        ErrorKind::DestinationExists => {
+            let path = if let Error::DestinationExists { path } = &error {
+                Some(path.as_os_str())
+            } else {
+                None
+            };
+            with_message(py, "DestinationExistsError", message, filename(py, path))
         }
-        Error::Timeout { .. } => with_message(py, "TimedOutError", message),
-        Error::ServerClosed => with_message(py, "ServerClosedError", message),
-        Error::Resolve { .. } => with_message(py, "ConnectError", message),
-        Error::Connect { source, .. } => {
-            with_attrs(py, "ConnectError", message, &os_attrs(py, source))
+        ErrorKind::TimedOut => with_message(py, "TimedOutError", message, Vec::new()),
+        ErrorKind::Unreachable => {
+            let attrs = if let Error::Connect { source, .. } = &error {
+                os_attrs(py, source)
+            } else {
+                Vec::new() // Resolve: the resolver's error has no errno worth showing
+            };
+            with_message(py, "ConnectError", message, attrs)
         }
-        Error::MalformedResponse(_) | Error::TruncatedHeader { .. } | Error::ExcessData { .. } => {
-            with_message(py, "ProtocolError", message)
+        ErrorKind::Protocol => {
+            // A close before any response is the one protocol error a caller may want to
+            // tell apart: the original server.py answers a missing file that way.
+            let name = if matches!(error, Error::ServerClosed) {
+                "ServerClosedError"
+            } else {
+                "ProtocolError"
+            };
+            with_message(py, name, message, Vec::new())
         }
-        Error::Incomplete { received, expected } => {
-            match (message, *received, *expected).into_pyobject(py) {
-                Ok(args) => exception(py, "IncompleteTransferError", args, &[]),
-                Err(e) => e,
+        ErrorKind::Incomplete => {
+            let (received, expected) = if let Error::Incomplete { received, expected } = error {
+                (received, expected)
+            } else {
+                (0, 0)
+            };
+            with_numbers(py, "IncompleteTransferError", message, received, expected)
+        }
+        ErrorKind::TooLarge => {
+            let (size, limit) = if let Error::TooLarge { size, limit } = error {
+                (size, limit)
+            } else {
+                (0, 0)
+            };
+            with_numbers(py, "TooLargeError", message, size, limit)
+        }
+        ErrorKind::InvalidArgument => invalid_argument(py, message),
+        ErrorKind::Local => {
+            let mut attrs = Vec::new();
+            if let Error::Bind { source, .. } = &error {
+                attrs = os_attrs(py, source);
             }
+            if let Error::Io { path, source } = &error {
+                attrs = os_attrs(py, source);
+                attrs.extend(filename(py, path.as_deref().map(|p| p.as_os_str())));
+            }
+            with_message(py, "LocalError", message, attrs)
         }
-        Error::InvalidName { .. } => invalid_argument(py, message),
-        Error::Bind { source, .. } => with_attrs(py, "LocalError", message, &os_attrs(py, source)),
-        Error::Io { path, source } => {
-            let mut attrs = os_attrs(py, source);
-            attrs.extend(path.as_ref().and_then(|p| filename(py, p.as_os_str())));
-            with_attrs(py, "LocalError", message, &attrs)
-        }
-        // Aborted and Interrupted normally carry a Python exception of their own (from the
-        // progress callback or the signal check), raised instead of this one.
-        _ => with_message(py, "Error", message),
+        ErrorKind::Aborted => with_message(py, "AbortedError", message, Vec::new()),
+        ErrorKind::Interrupted => with_message(py, "InterruptedTransferError", message, Vec::new()),
     }
 }

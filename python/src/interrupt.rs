@@ -26,9 +26,9 @@ impl Raised {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 
-    /// A check for [`filefetch::FetchOptions::interrupt`] that runs Python's signal handlers
-    /// (at most every [`SIGNAL_POLL`]) and stops the fetch when one raises, keeping the
-    /// exception. `None` off the main thread, where Python never runs signal handlers.
+    /// A check for [`filefetch::FetchOptionsBuilder::interrupt`] that runs Python's signal
+    /// handlers (at most every [`SIGNAL_POLL`]) and stops the fetch when one raises, keeping
+    /// the exception. `None` off the main thread, where Python never runs signal handlers.
     pub(crate) fn signal_check(
         &self,
         py: Python<'_>,

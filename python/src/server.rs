@@ -1,177 +1,106 @@
-//! `serve` and `Server`: a [`filefetch::Server`] run on a thread of its own, waited for with
-//! the GIL released in short slices so that Ctrl-C (or any signal handler that raises) is
-//! noticed at once. Both stop either gracefully (no new connections; the transfers in flight
-//! get the grace period to finish) or at once.
+//! `serve` and `Server`: core's [`BackgroundServer`] driven from Python. Every wait for the
+//! server thread runs with the GIL released, in slices short enough that Ctrl-C (or any
+//! signal handler that raises) is noticed at once. Stopping has core's two words: `shutdown`
+//! is graceful (no new connections; the transfers in flight get the grace period), abort is
+//! at once (Python's `close()`).
+//!
+//! Lock order: the GIL is never waited for while the lock of a [`Server`] is held (every
+//! wait for the server thread holds the lock only with the GIL released), so a `close()`
+//! from another thread cannot deadlock with a waiting `serve_forever()`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use filefetch::{ServerConfig, ServerHandle};
+use filefetch::{config, BackgroundServer, ServerConfig, ServerHandle};
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyList, PyTuple};
 use tracing::Level;
 
-use crate::args;
+use crate::args::{self, Hosts, Int, Seconds};
 use crate::errors;
 use crate::interrupt::SIGNAL_POLL;
 use crate::log;
 
-/// The settings `serve` and `Server` share, from Python arguments.
-#[allow(clippy::too_many_arguments)]
-fn config(
-    py: Python<'_>,
+/// The settings `serve` and `Server` share, as Python gave them.
+struct Settings {
     root: PathBuf,
-    max_connections: i64,
-    request_timeout: f64,
-    send_timeout: f64,
-    grace_period: f64,
-    threads: i64,
-    file_cache: f64,
-) -> PyResult<ServerConfig> {
-    let max_connections = match usize::try_from(max_connections) {
-        Ok(n) if n > 0 => n,
-        _ => {
-            return Err(errors::invalid_argument(
-                py,
-                format!("max_connections must be at least 1, not {max_connections}"),
-            ))
-        }
-    };
-    Ok(ServerConfig::new()
-        .root(root)
-        .max_connections(max_connections)
-        .request_timeout(args::seconds(py, "request_timeout", request_timeout)?)
-        .send_timeout(args::seconds(py, "send_timeout", send_timeout)?)
-        .grace_period(args::seconds_or_zero(py, "grace_period", grace_period)?)
-        .threads(args::count(py, "threads", threads)?)
-        .file_cache(args::seconds_or_zero(py, "file_cache", file_cache)?))
+    max_connections: Int,
+    request_timeout: Seconds,
+    send_timeout: Seconds,
+    grace_period: Seconds,
+    threads: Int,
+    file_cache: Seconds,
+    portable: bool,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Set once a server thread has ended, however it ended, so that it can be waited for with a
-/// time limit (and without holding the lock of a [`Server`]).
-#[derive(Default)]
-struct Ended {
-    ended: Mutex<bool>,
-    changed: Condvar,
-}
-
-impl Ended {
-    fn set(&self) {
-        *lock(&self.ended) = true;
-        self.changed.notify_all();
-    }
-
-    fn is_set(&self) -> bool {
-        *lock(&self.ended)
-    }
-
-    /// Returns once the thread has ended, or after `limit`.
-    fn wait(&self, limit: Duration) {
-        let ended = lock(&self.ended);
-        let _ = self
-            .changed
-            .wait_timeout_while(ended, limit, |ended| !*ended);
+impl Settings {
+    /// The configuration, checked by core's builder.
+    fn config(self, py: Python<'_>) -> PyResult<ServerConfig> {
+        let builder = ServerConfig::builder()
+            .root(self.root)
+            .max_connections(args::unsigned(py, "max_connections", self.max_connections)?)
+            .request_timeout(args::duration(py, "request_timeout", self.request_timeout)?)
+            .send_timeout(args::duration(py, "send_timeout", self.send_timeout)?)
+            .grace_period(args::duration(py, "grace_period", self.grace_period)?)
+            .threads(args::unsigned(py, "threads", self.threads)?)
+            .file_cache(args::duration(py, "file_cache", self.file_cache)?)
+            .portable(self.portable);
+        args::built(py, builder.build())
     }
 }
 
-/// Sets [`Ended`] when dropped: as the server thread returns or unwinds.
-struct SetOnDrop(Arc<Ended>);
-
-impl Drop for SetOnDrop {
-    fn drop(&mut self) {
-        self.0.set();
-    }
+/// Binds `hosts`:`port` and starts serving on a thread of the core's.
+fn start(
+    py: Python<'_>,
+    hosts: &Hosts,
+    port: Int,
+    settings: Settings,
+) -> PyResult<BackgroundServer> {
+    let port = args::local_port(py, port)?;
+    let config = settings.config(py)?;
+    let addrs = args::listen_addrs(py, hosts, port)?;
+    py.detach(|| filefetch::Server::bind_all(&addrs, config)?.spawn())
+        .map_err(|e| errors::to_py(py, e))
 }
 
-/// A server running on its own thread. Dropping it stops the server without waiting.
-struct Running {
-    addrs: Vec<SocketAddr>,
-    handle: ServerHandle,
-    ended: Arc<Ended>,
-    thread: Option<JoinHandle<filefetch::Result<()>>>,
+/// How [`finish`] ends a server.
+enum Stop {
+    /// At once, cutting the transfers in flight (core's abort).
+    Abort,
+    /// The server has stopped, or is stopping: wait for it.
+    Join,
 }
 
-impl Running {
-    fn start(py: Python<'_>, host: &str, port: u16, config: ServerConfig) -> PyResult<Running> {
-        let addrs = args::listen_addrs(py, host, port)?;
-        let server = py
-            .detach(|| filefetch::Server::bind_all(&addrs, config))
-            .map_err(|e| errors::to_py(py, e))?;
-        let addrs = server.local_addrs().to_vec();
-        let handle = server.handle();
-        let ended = Arc::new(Ended::default());
-        let on_exit = SetOnDrop(ended.clone());
-        let thread = std::thread::Builder::new()
-            .name("filefetch-server".into())
-            .spawn(move || {
-                let _on_exit = on_exit;
-                server.run()
-            })
-            .map_err(|source| errors::to_py(py, filefetch::Error::Io { path: None, source }))?;
-        Ok(Running {
-            addrs,
-            handle,
-            ended,
-            thread: Some(thread),
-        })
-    }
-
-    /// True once the server thread has ended (after a stop, or on its own after an error).
-    fn finished(&self) -> bool {
-        self.ended.is_set()
-    }
-
-    /// Waits, with the GIL released, until the server thread has ended or for `limit`.
-    fn wait(&self, py: Python<'_>, limit: Duration) {
-        py.detach(|| self.ended.wait(limit));
-    }
-
-    /// Stops the server at once and waits for its thread.
-    fn stop(self, py: Python<'_>) -> PyResult<()> {
-        self.handle.abort();
-        self.join(py)
-    }
-
-    /// Waits for the server thread, with the GIL released, and returns what it returned.
-    fn join(mut self, py: Python<'_>) -> PyResult<()> {
-        let thread = self.thread.take();
-        let result = py.detach(|| match thread.map(JoinHandle::join) {
-            None => Ok(()),
-            Some(Ok(result)) => result,
-            Some(Err(_)) => Err(filefetch::Error::Io {
-                path: None,
-                source: std::io::Error::other("server thread panicked"),
-            }),
-        });
-        result.map_err(|e| errors::to_py(py, e))
-    }
+/// Ends `server` as `how` says, waiting for its thread with the GIL released. Every stop
+/// of a server, by `serve` or a `Server`, completes here.
+fn finish(py: Python<'_>, server: BackgroundServer, how: Stop) -> PyResult<()> {
+    let result = py.detach(|| match how {
+        Stop::Abort => server.abort(),
+        Stop::Join => server.join(),
+    });
+    stopped(py);
+    result.map_err(|e| errors::to_py(py, e))
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        // Joining here could wait on a server thread that waits for the GIL.
-        self.handle.abort();
-    }
+/// Runs once a server has stopped and its threads have ended, however it was stopped: the
+/// place for what must follow a stop (such as writing out log records still buffered).
+fn stopped(py: Python<'_>) {
+    let _ = py;
 }
 
 /// Serve the files under `root` on `port` until interrupted (Ctrl-C).
 ///
-/// Listens on `host` ("0.0.0.0": every IPv4 address; "::" every address; "" as "0.0.0.0"), on
-/// any free port if `port` is 0. Clients are served concurrently; names are confined to
-/// `root`. At most `max_connections` are handled at once; a request must arrive within
-/// `request_timeout` seconds of connecting; a client that reads nothing for `send_timeout`
-/// seconds is dropped. `threads` worker threads serve (0: one per CPU core). A small file
-/// (64 KiB or less) stays open for `file_cache` seconds for reuse by later requests of the
-/// same name (0: every request opens it afresh); its size is measured at every request and a
-/// file deleted or replaced is seen at once, while a rename away or a permission change can
-/// take that long to be seen. Each connection is logged on the "filefetch.server" logger.
+/// Listens on `host`, one address or a sequence of them ("0.0.0.0": every IPv4 address;
+/// "::" every address; "" as "0.0.0.0"), on any free port if `port` is 0. Clients are served
+/// concurrently; names are confined to `root`. At most `max_connections` are handled at
+/// once; a request must arrive within `request_timeout` seconds of connecting; a client that
+/// reads nothing for `send_timeout` seconds is dropped. `threads` worker threads serve (0:
+/// one per CPU core). A small file (64 KiB or less) stays open for `file_cache` seconds for
+/// reuse by later requests of the same name (0: every request opens it afresh); its size is
+/// measured at every request and a file deleted or replaced is seen at once, while a rename
+/// away or a permission change can take that long to be seen. `portable` uses the portable
+/// code paths instead of system-specific fast ones. Each connection is logged on the
+/// "filefetch.server" logger.
 ///
 /// Blocks with the GIL released. The first time a signal handler raises (KeyboardInterrupt
 /// on Ctrl-C), the server stops accepting connections and the transfers in flight get
@@ -181,26 +110,31 @@ impl Drop for Running {
 /// InvalidArgumentError (a ValueError) for bad arguments.
 #[pyfunction]
 #[pyo3(signature = (
-    port, root=PathBuf::from("."), *, host="0.0.0.0".to_owned(), max_connections=10_000,
-    request_timeout=1.0, send_timeout=10.0, grace_period=10.0, threads=0, file_cache=1.0,
+    port, root=PathBuf::from("."), *, host=Hosts::of("0.0.0.0"),
+    max_connections=Int::of(config::MAX_CONNECTIONS),
+    request_timeout=Seconds::of(config::REQUEST_TIMEOUT),
+    send_timeout=Seconds::of(config::SEND_TIMEOUT),
+    grace_period=Seconds::of(config::GRACE_PERIOD), threads=Int::of(config::THREADS),
+    file_cache=Seconds::of(config::FILE_CACHE), portable=false,
 ), text_signature = "(port, root='.', *, host='0.0.0.0', max_connections=10000, \
-    request_timeout=1.0, send_timeout=10.0, grace_period=10.0, threads=0, file_cache=1.0)")]
+    request_timeout=1.0, send_timeout=10.0, grace_period=10.0, threads=0, file_cache=1.0, \
+    portable=False)")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn serve(
     py: Python<'_>,
-    port: i64,
+    port: Int,
     root: PathBuf,
-    host: String,
-    max_connections: i64,
-    request_timeout: f64,
-    send_timeout: f64,
-    grace_period: f64,
-    threads: i64,
-    file_cache: f64,
+    host: Hosts,
+    max_connections: Int,
+    request_timeout: Seconds,
+    send_timeout: Seconds,
+    grace_period: Seconds,
+    threads: Int,
+    file_cache: Seconds,
+    portable: bool,
 ) -> PyResult<()> {
-    let port = args::local_port(py, port)?;
-    let config = config(
-        py,
+    let shown_root = root.canonicalize().unwrap_or_else(|_| root.clone());
+    let settings = Settings {
         root,
         max_connections,
         request_timeout,
@@ -208,10 +142,15 @@ pub(crate) fn serve(
         grace_period,
         threads,
         file_cache,
-    )?;
-    let shown_root = config.root.canonicalize().unwrap_or(config.root.clone());
-    let running = Running::start(py, &host, port, config)?;
-    let listening: Vec<String> = running.addrs.iter().map(ToString::to_string).collect();
+        portable,
+    };
+    let server = start(py, &host, port, settings)?;
+    let handle = server.handle();
+    let listening: Vec<String> = server
+        .local_addrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     let serving = format!(
         "serving {} on {}",
         shown_root.display(),
@@ -222,28 +161,27 @@ pub(crate) fn serve(
     // this thread writes it (in the logging module's Python code) is not lost.
     let mut interrupted = log::to_python(py, "filefetch::server", Level::INFO, &serving).err();
     if interrupted.is_some() {
-        running.handle.shutdown();
+        handle.shutdown();
     }
     loop {
-        if running.finished() {
+        if py.detach(|| server.wait_timeout(SIGNAL_POLL)) {
             // Only an error ends the server on its own, unless it was shut down.
-            let result = running.join(py);
+            let result = finish(py, server, Stop::Join);
             return match interrupted {
                 Some(interrupt) => Err(interrupt),
                 None => result,
             };
         }
-        running.wait(py, SIGNAL_POLL);
         if let Err(interrupt) = py.check_signals() {
             match interrupted.take() {
                 None => {
-                    running.handle.shutdown();
+                    handle.shutdown();
                     interrupted = Some(interrupt);
                 }
                 Some(first) => {
                     // The exception that propagates is the latest, raised while the first
                     // was being handled.
-                    let _ = running.stop(py);
+                    let _ = finish(py, server, Stop::Abort);
                     interrupt.set_context(py, Some(first));
                     return Err(interrupt);
                 }
@@ -254,41 +192,68 @@ pub(crate) fn serve(
 
 /// A file server running in the background, for tests and embedding.
 ///
-/// Serves the files under `root` on `host`:`port` (any free port if `port` is 0; see `.port`)
-/// from threads of its own, so the caller carries on at once. The other arguments are as for
-/// serve. shutdown() stops it gracefully: no new connections, and the transfers in flight get
-/// `grace_period` seconds to finish. close() stops it at once, cutting them, and so does
-/// leaving a `with` block or garbage collection.
+/// Serves the files under `root` on `host`:`port` (by default 127.0.0.1, on any free port;
+/// see `.port`) from threads of its own, so the caller carries on at once. `host` may be a
+/// sequence of addresses to listen on them all (see `.addresses`). The other arguments are as
+/// for serve. shutdown() stops it gracefully: no new connections, and the transfers in flight
+/// get `grace_period` seconds to finish. close() stops it at once (the core's abort), cutting
+/// them, and so does leaving a `with` block; garbage collection stops it at once too, without
+/// waiting for its threads.
 #[pyclass(frozen, module = "filefetch", name = "Server")]
 pub(crate) struct Server {
-    addrs: Vec<SocketAddr>,
-    running: Mutex<Option<Running>>,
+    addrs: Vec<std::net::SocketAddr>,
+    /// Stops the server without the lock below.
+    handle: ServerHandle,
+    /// The running server; `None` once stopped and its thread taken to be joined.
+    running: Mutex<Option<BackgroundServer>>,
+}
+
+/// What a slice of waiting for the server thread found.
+enum Waited {
+    /// The server has stopped; its thread is ours to join, unless another call took it.
+    Stopped(Option<BackgroundServer>),
+    /// Still running.
+    Running,
 }
 
 impl Server {
-    fn running(&self) -> MutexGuard<'_, Option<Running>> {
-        lock(&self.running)
+    fn running(&self) -> MutexGuard<'_, Option<BackgroundServer>> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Waits, with the GIL released, until the server thread has ended (then takes and joins
     /// it, unless another call did) or a signal handler raises.
     fn wait_stopped(&self, py: Python<'_>) -> PyResult<()> {
         loop {
-            let ended = {
+            let waited = py.detach(|| {
                 let mut running = self.running();
                 match running.as_ref() {
-                    None => return Ok(()),
-                    Some(r) if r.finished() => {
-                        let finished = running.take();
-                        drop(running);
-                        return finished.map_or(Ok(()), |r| r.join(py));
+                    None => Waited::Stopped(None),
+                    Some(server) if server.wait_timeout(SIGNAL_POLL) => {
+                        Waited::Stopped(running.take())
                     }
-                    Some(r) => r.ended.clone(),
+                    Some(_) => Waited::Running,
                 }
-            };
-            // Not under the lock: close() from another thread must not wait for this.
-            py.detach(|| ended.wait(SIGNAL_POLL));
-            py.check_signals()?;
+            });
+            match waited {
+                Waited::Stopped(Some(server)) => return finish(py, server, Stop::Join),
+                Waited::Stopped(None) => return Ok(()),
+                Waited::Running => py.check_signals()?,
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Garbage collection holds the GIL, which the server thread may be waiting for (to
+        // log): stop without joining it.
+        let running = self
+            .running
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(server) = running.take() {
+            server.abort_detached();
         }
     }
 }
@@ -297,26 +262,30 @@ impl Server {
 impl Server {
     #[new]
     #[pyo3(signature = (
-        port=0, root=PathBuf::from("."), *, host="127.0.0.1".to_owned(), max_connections=10_000,
-        request_timeout=1.0, send_timeout=10.0, grace_period=10.0, threads=0, file_cache=1.0,
+        port=Int::of(0), root=PathBuf::from("."), *, host=Hosts::of("127.0.0.1"),
+        max_connections=Int::of(config::MAX_CONNECTIONS),
+        request_timeout=Seconds::of(config::REQUEST_TIMEOUT),
+        send_timeout=Seconds::of(config::SEND_TIMEOUT),
+        grace_period=Seconds::of(config::GRACE_PERIOD), threads=Int::of(config::THREADS),
+        file_cache=Seconds::of(config::FILE_CACHE), portable=false,
     ), text_signature = "(port=0, root='.', *, host='127.0.0.1', max_connections=10000, \
-        request_timeout=1.0, send_timeout=10.0, grace_period=10.0, threads=0, file_cache=1.0)")]
+        request_timeout=1.0, send_timeout=10.0, grace_period=10.0, threads=0, file_cache=1.0, \
+        portable=False)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
-        port: i64,
+        port: Int,
         root: PathBuf,
-        host: String,
-        max_connections: i64,
-        request_timeout: f64,
-        send_timeout: f64,
-        grace_period: f64,
-        threads: i64,
-        file_cache: f64,
+        host: Hosts,
+        max_connections: Int,
+        request_timeout: Seconds,
+        send_timeout: Seconds,
+        grace_period: Seconds,
+        threads: Int,
+        file_cache: Seconds,
+        portable: bool,
     ) -> PyResult<Self> {
-        let port = args::local_port(py, port)?;
-        let config = config(
-            py,
+        let settings = Settings {
             root,
             max_connections,
             request_timeout,
@@ -324,11 +293,13 @@ impl Server {
             grace_period,
             threads,
             file_cache,
-        )?;
-        let running = Running::start(py, &host, port, config)?;
+            portable,
+        };
+        let server = start(py, &host, port, settings)?;
         Ok(Server {
-            addrs: running.addrs.clone(),
-            running: Mutex::new(Some(running)),
+            addrs: server.local_addrs().to_vec(),
+            handle: server.handle(),
+            running: Mutex::new(Some(server)),
         })
     }
 
@@ -338,26 +309,36 @@ impl Server {
         self.addrs[0].port()
     }
 
-    /// The (host, port) the server listens on, as socket.getsockname() gives it.
+    /// The (host, port) the server listens on, as socket.getsockname() gives it; the first
+    /// of `addresses` when it listens on several.
     #[getter]
     fn address<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         let addr = self.addrs[0];
         (addr.ip().to_string(), addr.port()).into_pyobject(py)
     }
 
+    /// Every (host, port) the server listens on.
+    #[getter]
+    fn addresses<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let addrs = self.addrs.iter().map(|a| (a.ip().to_string(), a.port()));
+        PyList::new(py, addrs)
+    }
+
     /// True once the server has stopped and its threads have ended: after close(), or once
     /// shutdown() has returned.
     #[getter]
-    fn closed(&self) -> bool {
-        self.running().is_none()
+    fn closed(&self, py: Python<'_>) -> bool {
+        py.detach(|| self.running().is_none())
     }
 
-    /// Stop serving at once (transfers in flight are cut) and wait for the server's threads.
-    /// Calling it again does nothing. From another thread, it cuts a shutdown() short.
+    /// Stop serving at once (the core's abort: transfers in flight are cut) and wait for the
+    /// server's threads. Calling it again does nothing. From another thread, it cuts a
+    /// shutdown() short.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let running = self.running().take();
-        match running {
-            Some(running) => running.stop(py),
+        // First the signal, which needs no lock: a wait holding the lock then ends at once.
+        self.handle.abort();
+        match py.detach(|| self.running().take()) {
+            Some(server) => finish(py, server, Stop::Abort),
             None => Ok(()),
         }
     }
@@ -370,9 +351,7 @@ impl Server {
     /// on Ctrl-C), the server stops at once and the exception propagates. Calling it again,
     /// or after close(), does nothing.
     fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
-        if let Some(running) = self.running().as_ref() {
-            running.handle.shutdown();
-        }
+        self.handle.shutdown();
         let result = self.wait_stopped(py);
         if result.is_err() {
             // Interrupted: stop at once. (After an error of the server itself, it is
@@ -407,8 +386,8 @@ impl Server {
         Ok(false)
     }
 
-    fn __repr__(&self) -> String {
-        let state = if self.closed() { " closed" } else { "" };
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let state = if self.closed(py) { " closed" } else { "" };
         format!("<filefetch.Server {}{state}>", self.addrs[0])
     }
 }

@@ -1,10 +1,14 @@
-"""`python -m filefetch serve|fetch`."""
+"""`python -m filefetch serve|fetch`: the Rust command's options and exit codes (every kind's
+code against the README's table is in test_error_table.py)."""
 
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Callable
+
+import pytest
 
 import filefetch
 from conftest import Process, python
@@ -12,42 +16,156 @@ from conftest import Process, python
 Spawn = Callable[..., Process]
 
 
+def fetch_args(port: int, name: str, *more: str) -> list[str]:
+    return python("-m", "filefetch", "fetch", "127.0.0.1", str(port), name, *more)
+
+
 def test_fetch_command(spawn: Spawn, server: filefetch.Server, files: Path, out: Path) -> None:
-    args = ["-m", "filefetch", "fetch", "127.0.0.1", str(server.port), "hello.txt", "-o", str(out)]
-    proc = spawn(python(*args), cwd=out)
+    args = fetch_args(server.port, "hello.txt", "-o", str(out))
+    proc = spawn(args, cwd=out)
     assert proc.finish() == 0, proc.seen
     assert (out / "hello.txt").read_bytes() == (files / "hello.txt").read_bytes()
-    assert any("received 13 bytes" in l for l in proc.seen), proc.seen
+    assert proc.seen == [f"received 13 bytes into {out / 'hello.txt'}"]
 
-    again = spawn(python(*args), cwd=out)
-    assert again.finish() == 1
+    again = spawn(args, cwd=out)
+    assert again.finish() == 4
     assert any("destination exists" in l for l in again.seen), again.seen
 
-    forced = spawn(python(*args, "--overwrite", "--timeout", "2.5"), cwd=out)
+    forced = spawn([*args, "--overwrite", "--timeout", "2.5", "-q"], cwd=out)
     assert forced.finish() == 0, forced.seen
+    assert forced.seen == []
 
-    missing = spawn(python("-m", "filefetch", "fetch", "127.0.0.1", str(server.port), "no"), cwd=out)
-    assert missing.finish() == 1
+    missing = spawn(fetch_args(server.port, "no"), cwd=out)
+    assert missing.finish() == 3
     assert any("no such file" in l for l in missing.seen), missing.seen
+    assert sorted(p.name for p in out.iterdir()) == ["hello.txt"]
 
 
-def test_serve_command(spawn: Spawn, files: Path, out: Path) -> None:
-    proc = spawn(
-        python("-m", "filefetch", "serve", "0", "--root", str(files), "--host", "127.0.0.1"),
-        cwd=out,
+def test_fetch_limits(spawn: Spawn, server: filefetch.Server, files: Path, out: Path) -> None:
+    size = (files / "one-mib.bin").stat().st_size
+    limits = ["--connect-timeout", "2", "--max-time", "60", "--speed-limit", "1",
+              "--speed-time", "30"]
+    small = spawn(fetch_args(server.port, "one-mib.bin", "--max-size", str(size - 1)), cwd=out)
+    assert small.finish() == 9, small.seen
+    assert any(f"{size} bytes" in l for l in small.seen), small.seen
+    assert list(out.iterdir()) == []
+
+    exact = spawn(
+        fetch_args(server.port, "one-mib.bin", "--max-size", str(size), *limits), cwd=out
     )
+    assert exact.finish() == 0, exact.seen
+    assert (out / "one-mib.bin").read_bytes() == (files / "one-mib.bin").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("options", "setting"),
+    [
+        (["--timeout", "0"], "timeout"),
+        (["--timeout", "1e19"], "timeout"),
+        (["--connect-timeout", "-1"], "connect_timeout"),
+        (["--max-time", "0"], "max_time"),
+        (["--speed-limit", "-1"], "speed_limit"),
+        (["--speed-limit", "10", "--speed-time", "nan"], "speed_time"),
+        (["--max-size", "-1"], "max_size"),
+        (["--max-size", str(2**70)], "max_size"),
+    ],
+)
+def test_fetch_option_out_of_range(
+    spawn: Spawn, server: filefetch.Server, out: Path, options: list[str], setting: str
+) -> None:
+    proc = spawn(fetch_args(server.port, "hello.txt", *options), cwd=out)
+    assert proc.finish() == 2, proc.seen
+    assert f"invalid {setting}:" in proc.seen[-1], proc.seen
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "setting"),
+    [
+        (["70000"], "port"),
+        (["0", "--max-connections", "0"], "max_connections"),
+        (["0", "--max-connections", str(2**70)], "max_connections"),
+        (["0", "--threads", "-1"], "threads"),
+        (["0", "--threads", "100000"], "threads"),
+        (["0", "--request-timeout", "1e19"], "request_timeout"),
+        (["0", "--send-timeout", "0"], "send_timeout"),
+        (["0", "--file-cache", "-1"], "file_cache"),
+    ],
+)
+def test_serve_option_out_of_range(
+    spawn: Spawn, files: Path, options: list[str], setting: str
+) -> None:
+    proc = spawn(
+        python("-m", "filefetch", "serve", *options, "--bind", "127.0.0.1", "--root", str(files)),
+        cwd=files,
+    )
+    assert proc.finish() == 2, proc.seen
+    assert f"invalid {setting}:" in proc.seen[-1], proc.seen
+
+
+def waiting_on(proc: Process) -> tuple[str, int, Path]:
+    """The address, port and root of the next "Waiting for connection" line."""
     line = proc.wait_for(lambda l: l.startswith("Waiting for connection"))
     assert line is not None, proc.seen
-    match = re.search(r"127\.0\.0\.1:(\d+), serving (.*)$", line)
-    assert match and Path(match.group(2)) == files, line
-    port = int(match.group(1))
+    match = re.match(r"Waiting for connection on (.*):(\d+), serving (.*)$", line)
+    assert match, line
+    return match.group(1), int(match.group(2)), Path(match.group(3))
+
+
+@pytest.mark.parametrize("bind", ["--bind", "--host"])
+def test_serve_command(spawn: Spawn, files: Path, out: Path, bind: str) -> None:
+    # --host is the former name of --bind, kept working.
+    proc = spawn(
+        python("-m", "filefetch", "serve", "0", "--root", str(files), bind, "127.0.0.1",
+               "--threads", "2", "--file-cache", "0", "--portable"),
+        cwd=out,
+    )
+    host, port, root = waiting_on(proc)
+    assert (host, root) == ("127.0.0.1", files)
     assert filefetch.fetch_bytes("127.0.0.1", port, "hello.txt") == b"hello, world\n"
     assert proc.wait_for(lambda l: '"hello.txt": sent' in l) is not None
     proc.interrupt()
     assert proc.finish() == 0
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="127.0.0.2 is loopback on Linux")
+def test_serve_on_several_addresses(spawn: Spawn, files: Path, out: Path) -> None:
+    proc = spawn(
+        python("-m", "filefetch", "serve", "0", "--root", str(files),
+               "--bind", "127.0.0.1", "--bind", "127.0.0.2"),
+        cwd=out,
+    )
+    first, second = waiting_on(proc), waiting_on(proc)
+    assert [first[0], second[0]] == ["127.0.0.1", "127.0.0.2"]
+    for host, port, _ in (first, second):
+        assert filefetch.fetch_bytes(host, port, "hello.txt") == b"hello, world\n"
+    proc.interrupt()
+    assert proc.finish() == 0
+
+
+def test_serve_port_in_use(spawn: Spawn, server: filefetch.Server, files: Path) -> None:
+    proc = spawn(
+        python("-m", "filefetch", "serve", str(server.port), "--bind", "127.0.0.1",
+               "--root", str(files)),
+        cwd=files,
+    )
+    assert proc.finish() == 1, proc.seen
+    assert "cannot listen" in proc.seen[-1], proc.seen
+
+
 def test_usage_errors(spawn: Spawn, out: Path) -> None:
-    for args in (["-m", "filefetch"], ["-m", "filefetch", "fetch", "h", "1", "f", "--timeout", "0"]):
+    for args in (
+        ["-m", "filefetch"],
+        ["-m", "filefetch", "fetch", "h", "1", "f", "--timeout", "soon"],
+        ["-m", "filefetch", "fetch", "h", "port", "f"],
+        ["-m", "filefetch", "serve", "0", "--threads", "many"],
+    ):
         proc = spawn(python(*args), cwd=out)
         assert proc.finish() == 2, proc.seen
+
+
+def test_help_lists_the_exit_codes(spawn: Spawn, out: Path) -> None:
+    for command in ("serve", "fetch"):
+        proc = spawn(python("-m", "filefetch", command, "--help"), cwd=out)
+        assert proc.finish() == 0
+        assert any(l.strip().startswith("9    the file is larger") for l in proc.seen), proc.seen

@@ -25,12 +25,18 @@ def test_hierarchy() -> None:
         (filefetch.TimedOutError, TimeoutError),
         (filefetch.ConnectError, ConnectionError),
         (filefetch.ServerClosedError, ConnectionError),
+        (filefetch.ServerClosedError, filefetch.ProtocolError),
         (filefetch.InvalidArgumentError, ValueError),
         (filefetch.LocalError, OSError),
         (filefetch.IncompleteTransferError, filefetch.ProtocolError),
+        (filefetch.TooLargeError, filefetch.Error),
+        (filefetch.AbortedError, filefetch.Error),
+        (filefetch.InterruptedTransferError, filefetch.Error),
     ]
     for leaf, builtin in pairs:
         assert issubclass(leaf, filefetch.Error) and issubclass(leaf, builtin)
+    # Not the builtin InterruptedError (an OSError for EINTR), which `import *` would hide.
+    assert not issubclass(filefetch.InterruptedTransferError, OSError)
 
 
 def test_not_found(server: filefetch.Server, out: Path) -> None:
@@ -113,7 +119,12 @@ def test_server_closed(raw_server: StartRaw, out: Path) -> None:
     with pytest.raises(ConnectionError) as info:
         filefetch.fetch("127.0.0.1", srv.port, "gone.txt", out)
     assert isinstance(info.value, filefetch.ServerClosedError)
+    assert isinstance(info.value, filefetch.ProtocolError)
     assert "closed the connection" in str(info.value)
+    # An OSError's attributes, as a ConnectionError has them.
+    assert info.value.errno is None and info.value.filename is None
+    with pytest.raises(filefetch.ProtocolError):
+        filefetch.fetch_bytes("127.0.0.1", srv.port, "gone.txt")
     assert os.listdir(out) == []
 
 
@@ -135,7 +146,7 @@ def test_malformed_response(raw_server: StartRaw, out: Path, reply: bytes, words
     srv = raw_server(bad)
     with pytest.raises(filefetch.ProtocolError, match=words) as info:
         filefetch.fetch("127.0.0.1", srv.port, "x.bin", out)
-    assert not isinstance(info.value, filefetch.IncompleteTransferError)
+    assert type(info.value) is filefetch.ProtocolError
     assert "malformed response" in str(info.value)
     assert os.listdir(out) == []
 
@@ -181,6 +192,83 @@ def test_invalid_arguments(server: filefetch.Server, out: Path,
         call(server.port)
     assert isinstance(info.value, filefetch.InvalidArgumentError)
     assert os.listdir(out) == []
+
+
+# Integers beyond any Rust type and numbers of seconds beyond any float or duration: each is
+# InvalidArgumentError naming the keyword, never a bare OverflowError from the conversion.
+OUT_OF_RANGE: list[tuple[str, object]] = [
+    ("timeout", 1e19),
+    ("timeout", 2**2000),
+    ("timeout", -(2**2000)),
+    ("connect_timeout", 0),
+    ("connect_timeout", math.inf),
+    ("max_time", 0),
+    ("max_time", 1e19),
+    ("speed_limit", -1),
+    ("speed_limit", 2**70),
+    ("speed_time", -1.0),
+    ("max_size", -1),
+    ("max_size", 2**64),
+    ("max_size", 2**200),
+]
+
+SERVER_OUT_OF_RANGE: list[tuple[str, object]] = [
+    ("port", 2**70),
+    ("port", -(2**200)),
+    ("max_connections", 2**70),
+    ("max_connections", 2**32),
+    ("threads", -1),
+    ("threads", 2**64),
+    ("threads", 1025),
+    ("request_timeout", 1e19),
+    ("send_timeout", 2**1100),
+    ("grace_period", 1e19),
+    ("file_cache", -(2**1100)),
+]
+
+
+@pytest.mark.parametrize(("keyword", "value"), OUT_OF_RANGE)
+@pytest.mark.parametrize("function", ["fetch", "fetch_bytes"])
+def test_fetch_numbers_out_of_range(server: filefetch.Server, out: Path, function: str,
+                                    keyword: str, value: object) -> None:
+    call = getattr(filefetch, function)
+    with pytest.raises(filefetch.InvalidArgumentError) as info:
+        call("127.0.0.1", server.port, "hello.txt", **{keyword: value})
+    assert f"invalid {keyword}:" in str(info.value)
+    assert os.listdir(out) == []
+
+
+@pytest.mark.parametrize("port", [2**70, -(2**70), 2**200, 0, 65536])
+@pytest.mark.parametrize("function", ["fetch", "fetch_bytes"])
+def test_fetch_port_out_of_range(function: str, port: int) -> None:
+    with pytest.raises(filefetch.InvalidArgumentError, match="invalid port:"):
+        getattr(filefetch, function)("127.0.0.1", port, "hello.txt")
+
+
+@pytest.mark.parametrize(("keyword", "value"), SERVER_OUT_OF_RANGE)
+@pytest.mark.parametrize("start", ["Server", "serve"])
+def test_server_numbers_out_of_range(tmp_path: Path, start: str, keyword: str,
+                                     value: object) -> None:
+    # The root does not exist: were the value accepted, starting would fail with an OSError
+    # instead (and serve() would not block).
+    options: dict[str, object] = {"port": 0, "root": tmp_path / "missing", keyword: value}
+    with pytest.raises(filefetch.InvalidArgumentError) as info:
+        if start == "Server":
+            filefetch.Server(**options)  # type: ignore[arg-type]
+        else:
+            filefetch.serve(host="127.0.0.1", **options)  # type: ignore[arg-type]
+    assert f"invalid {keyword}:" in str(info.value)
+
+
+def test_wrong_types_are_type_errors(server: filefetch.Server) -> None:
+    with pytest.raises(TypeError):
+        filefetch.fetch_bytes("127.0.0.1", str(server.port), "hello.txt")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        filefetch.fetch_bytes("127.0.0.1", server.port, "hello.txt", max_size=1.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        filefetch.Server(0, threads="2")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        filefetch.Server(0, host=42)  # type: ignore[arg-type]
 
 
 def test_progress_must_be_callable(server: filefetch.Server, out: Path) -> None:

@@ -12,7 +12,7 @@ from typing import Callable
 import pytest
 
 import filefetch
-from conftest import WAIT, Process, RawServer, python, read_request, served_port
+from conftest import WAIT, Process, RawServer, python, read_request, response, served_port
 
 Spawn = Callable[..., Process]
 StartRaw = Callable[[Callable[[socket.socket], object]], RawServer]
@@ -60,14 +60,20 @@ def test_serve_stops_on_sigint(spawn: Spawn, files: Path) -> None:
         "fetch('127.0.0.1', {port}, 'x.bin', timeout=600, progress=lambda r, t: None)",
     ],
 )
-def test_fetch_stops_on_sigint(spawn: Spawn, raw_server: StartRaw, out: Path, call: str) -> None:
+# Before the response, or in the middle of the data (fetch_bytes then receives into the
+# bytes object it has made).
+@pytest.mark.parametrize("sent", [b"", response(1, b"x" * 1000, length=1 << 20)])
+def test_fetch_stops_on_sigint(
+    spawn: Spawn, raw_server: StartRaw, out: Path, call: str, sent: bytes
+) -> None:
     requested = threading.Event()
     release = threading.Event()
 
     def hold(conn: socket.socket) -> None:
         read_request(conn)
+        conn.sendall(sent)
         requested.set()
-        release.wait(WAIT)  # never answers: only Ctrl-C can end the fetch before its timeout
+        release.wait(WAIT)  # sends no more: only Ctrl-C can end the fetch before its timeout
 
     srv = raw_server(hold)
     try:

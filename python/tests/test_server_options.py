@@ -170,3 +170,35 @@ def test_invalid_values(tmp_path: Path, start: str, keyword: str, value: float) 
             filefetch.serve(0, missing, host="127.0.0.1", **options)
     assert isinstance(info.value, filefetch.InvalidArgumentError)
     assert keyword in str(info.value)
+
+
+@pytest.mark.parametrize("portable", [False, True])
+def test_portable(files: Path, portable: bool) -> None:
+    with filefetch.Server(root=files, portable=portable) as server:
+        assert filefetch.fetch_bytes("127.0.0.1", server.port, "hello.txt") == b"hello, world\n"
+        data = filefetch.fetch_bytes("127.0.0.1", server.port, "one-mib.bin")
+        assert data == (files / "one-mib.bin").read_bytes()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="127.0.0.2 is loopback on Linux")
+def test_several_hosts(files: Path) -> None:
+    with filefetch.Server(root=files, host=["127.0.0.1", "127.0.0.2"]) as server:
+        hosts = [host for host, _ in server.addresses]
+        assert hosts == ["127.0.0.1", "127.0.0.2"]
+        assert server.address == server.addresses[0]
+        for host, port in server.addresses:
+            assert filefetch.fetch_bytes(host, port, "hello.txt") == b"hello, world\n"
+
+
+def test_one_host_has_one_address(files: Path) -> None:
+    with filefetch.Server(root=files) as server:
+        assert server.addresses == [server.address] == [("127.0.0.1", server.port)]
+
+
+@pytest.mark.parametrize("start", ["Server", "serve"])
+def test_no_host_to_listen_on(tmp_path: Path, start: str) -> None:
+    with pytest.raises(filefetch.InvalidArgumentError, match="invalid host"):
+        if start == "Server":
+            filefetch.Server(0, tmp_path, host=[])
+        else:
+            filefetch.serve(0, tmp_path, host=[])

@@ -15,6 +15,7 @@ enum fake_mode {
     FAKE_EXCESS,      /* announces 4 bytes, sends 6 */
     FAKE_CLOSE,       /* closes without a response */
     FAKE_SILENT,      /* says nothing until the client goes away */
+    FAKE_DRIP,        /* announces 1000 bytes, then sends one every 50 ms */
 };
 
 struct fake_server {
@@ -82,6 +83,18 @@ static void *fake_serve(void *arg) {
         while (socket_recv(conn, sink, sizeof sink) > 0) {
         }
         break;
+    case FAKE_DRIP: {
+        /* 20 bytes a second; ends once the client has gone (a send fails) or after 50 s. */
+        static const unsigned char drip_head[8] = {0x49, 0x7E, 2, 1, 0, 0, 0x03, 0xE8};
+        send_all(conn, drip_head, sizeof drip_head);
+        for (int i = 0; i < 1000; i++) {
+            if (socket_send(conn, "d", 1, MSG_NOSIGNAL) != 1) {
+                break;
+            }
+            sleep_ms(50);
+        }
+        break;
+    }
     }
     close_socket(conn);
     return NULL;
@@ -124,6 +137,15 @@ static int closed_port(socket_t *fd, uint16_t *port) {
     }
     *port = ntohs(addr.sin_port);
     return 0;
+}
+
+/* A socket listening on a loopback port that never accepts: a client connects (the kernel
+ * completes the handshake) and sends its request, then waits for an answer that never comes. */
+static int unanswered_port(socket_t *fd, uint16_t *port) {
+    if (closed_port(fd, port) != 0) {
+        return -1;
+    }
+    return listen(*fd, 4) == 0 ? 0 : -1;
 }
 
 /* Fetches `name` from a fake server in `mode` into `out`, expecting `want`. */
@@ -170,11 +192,21 @@ int main(void) {
     join_path(path, sizeof path, root, "data.bin");
     CHECK(write_file(path, content, sizeof content) == 0);
 
+    join_path(path, sizeof path, root, "empty.txt");
+    CHECK(write_file(path, "", 0) == 0);
+
     /* strerror: every status has its own text; unknown values are handled. */
-    for (int s = FILEFETCH_STATUS_OK; s <= FILEFETCH_STATUS_PANIC; s++) {
+    CHECK(FILEFETCH_STATUS_TOO_LARGE == 12 && FILEFETCH_STATUS_PANIC == 11);
+    for (int s = FILEFETCH_STATUS_OK; s <= FILEFETCH_STATUS_TOO_LARGE; s++) {
         const char *text = filefetch_strerror(s);
         CHECK(text != NULL && strcmp(text, "unknown status") != 0);
+        for (int t = FILEFETCH_STATUS_OK; t < s; t++) {
+            CHECK(strcmp(text, filefetch_strerror(t)) != 0);
+        }
     }
+    CHECK(strcmp(filefetch_strerror(FILEFETCH_STATUS_TOO_LARGE),
+                 "file larger than the maximum size") == 0);
+    CHECK(strcmp(filefetch_strerror(13), "unknown status") == 0);
     CHECK(strcmp(filefetch_strerror(-1), "unknown status") == 0);
     CHECK(strcmp(filefetch_strerror(1000), "unknown status") == 0);
 
@@ -232,6 +264,57 @@ int main(void) {
     CHECK(calls == 2 && data == NULL);
     CHECK_STATUS(filefetch_fetch_options_set_progress(options, NULL, NULL), FILEFETCH_STATUS_OK);
 
+    /* TOO_LARGE: the server announces more than the maximum size. Nothing is read, nothing
+     * is left behind, no out-parameter is written. */
+    CHECK_STATUS(filefetch_fetch_options_set_max_size(options, sizeof content - 1),
+                 FILEFETCH_STATUS_OK);
+    CHECK_STATUS(filefetch_fetch("127.0.0.1", port, "data.bin", options, &size),
+                 FILEFETCH_STATUS_TOO_LARGE);
+    CHECK(size == 777);
+    CHECK(strstr(filefetch_last_error(), "262144") != NULL);
+    CHECK(count_entries(out) == 0);
+    uint8_t sentinel = 0;
+    data = &sentinel;
+    CHECK_STATUS(filefetch_fetch_bytes("127.0.0.1", port, "data.bin", options, &data, &len),
+                 FILEFETCH_STATUS_TOO_LARGE);
+    CHECK(data == &sentinel && len == 777);
+    data = NULL;
+    /* Exactly the maximum is accepted, to a file and into memory. */
+    CHECK_STATUS(filefetch_fetch_options_set_max_size(options, sizeof content),
+                 FILEFETCH_STATUS_OK);
+    CHECK_STATUS(filefetch_fetch("127.0.0.1", port, "data.bin", options, &size),
+                 FILEFETCH_STATUS_OK);
+    CHECK(size == sizeof content);
+    join_path(path, sizeof path, out, "data.bin");
+    CHECK(file_equals(path, content, sizeof content));
+    remove(path);
+    CHECK_STATUS(filefetch_fetch_bytes("127.0.0.1", port, "data.bin", options, &data, &len),
+                 FILEFETCH_STATUS_OK);
+    CHECK(data != NULL && len == sizeof content && memcmp(data, content, len) == 0);
+    filefetch_bytes_free(data);
+    data = NULL;
+    len = 777;
+    /* 0 is a maximum like any other: only empty files pass. */
+    CHECK_STATUS(filefetch_fetch_options_set_max_size(options, 0), FILEFETCH_STATUS_OK);
+    CHECK_STATUS(filefetch_fetch_bytes("127.0.0.1", port, "empty.txt", options, &data, &len),
+                 FILEFETCH_STATUS_OK);
+    CHECK(data != NULL && len == 0);
+    filefetch_bytes_free(data);
+    data = NULL;
+    len = 777;
+    CHECK_STATUS(filefetch_fetch("127.0.0.1", port, "data.bin", options, &size),
+                 FILEFETCH_STATUS_TOO_LARGE);
+    CHECK(count_entries(out) == 0);
+    /* UINT64_MAX: no limit again. */
+    CHECK_STATUS(filefetch_fetch_options_set_max_size(options, UINT64_MAX), FILEFETCH_STATUS_OK);
+    CHECK_STATUS(filefetch_fetch_bytes("127.0.0.1", port, "data.bin", options, &data, &len),
+                 FILEFETCH_STATUS_OK);
+    CHECK(len == sizeof content);
+    filefetch_bytes_free(data);
+    data = NULL;
+    len = 777;
+    size = 777;
+
     /* IO: the output directory does not exist. */
     CHECK_STATUS(filefetch_fetch_options_set_output(options, "/nonexistent-filefetch-dir/x"),
                  FILEFETCH_STATUS_OK);
@@ -277,10 +360,33 @@ int main(void) {
                  FILEFETCH_STATUS_INVALID_ARGUMENT);
     CHECK_STATUS(filefetch_fetch_options_set_output(options, ""),
                  FILEFETCH_STATUS_INVALID_ARGUMENT);
+    /* Values out of range: core's rules refuse them, and the message names the setting. */
     CHECK_STATUS(filefetch_fetch_options_set_timeout_ms(options, 0),
                  FILEFETCH_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(filefetch_last_error(), "idle_timeout") != NULL);
     CHECK_STATUS(filefetch_fetch_options_set_connect_timeout_ms(options, 0),
                  FILEFETCH_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(filefetch_last_error(), "connect_timeout") != NULL);
+    CHECK_STATUS(filefetch_fetch_options_set_max_time_ms(options, UINT64_MAX),
+                 FILEFETCH_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(filefetch_last_error(), "max_time") != NULL);
+    /* A year is the longest time limit; 0 means none. */
+    CHECK_STATUS(filefetch_fetch_options_set_max_time_ms(options, 31536000001ULL),
+                 FILEFETCH_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(filefetch_fetch_options_set_max_time_ms(options, 31536000000ULL),
+                 FILEFETCH_STATUS_OK);
+    CHECK_STATUS(filefetch_fetch_options_set_max_time_ms(options, 0), FILEFETCH_STATUS_OK);
+    CHECK_STATUS(filefetch_fetch_options_set_min_rate(options, 1, 0),
+                 FILEFETCH_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(filefetch_last_error(), "min_rate") != NULL);
+    CHECK_STATUS(filefetch_fetch_options_set_min_rate(options, 0, 0), FILEFETCH_STATUS_OK);
+    /* The refused values were not kept: the options still fetch. */
+    CHECK_STATUS(filefetch_fetch_bytes("127.0.0.1", port, "data.bin", options, &data, &len),
+                 FILEFETCH_STATUS_OK);
+    CHECK(len == sizeof content);
+    filefetch_bytes_free(data);
+    data = NULL;
+    len = 777;
     CHECK_STATUS(filefetch_server_options_set_root(bad_options, "\xff"),
                  FILEFETCH_STATUS_INVALID_ARGUMENT);
     CHECK_STATUS(filefetch_server_options_set_address(bad_options, "localhost"),
@@ -305,12 +411,49 @@ int main(void) {
 
     /* The misbehaving servers; short timeouts keep the silent one quick. */
     CHECK_STATUS(filefetch_fetch_options_set_timeout_ms(options, 300), FILEFETCH_STATUS_OK);
-    check_fake(FAKE_CLOSE, options, out, FILEFETCH_STATUS_CONNECTION);
+    /* A close without any response breaks the protocol (server.py does it for a missing
+     * file); CONNECTION is for a server that cannot be reached. */
+    check_fake(FAKE_CLOSE, options, out, FILEFETCH_STATUS_PROTOCOL);
     check_fake(FAKE_BAD_MAGIC, options, out, FILEFETCH_STATUS_PROTOCOL);
     check_fake(FAKE_SHORT_HEAD, options, out, FILEFETCH_STATUS_PROTOCOL);
     check_fake(FAKE_EXCESS, options, out, FILEFETCH_STATUS_PROTOCOL);
     check_fake(FAKE_SHORT_BODY, options, out, FILEFETCH_STATUS_INCOMPLETE);
     check_fake(FAKE_SILENT, options, out, FILEFETCH_STATUS_TIMEOUT);
+
+    /* TIMEOUT from the time limits, with an idle timeout that would never expire. */
+    CHECK_STATUS(filefetch_fetch_options_set_timeout_ms(options, 60000), FILEFETCH_STATUS_OK);
+    /* The whole fetch limited: a server that accepts nothing and answers nothing... */
+    CHECK_STATUS(filefetch_fetch_options_set_max_time_ms(options, 200), FILEFETCH_STATUS_OK);
+    socket_t unanswered_fd = NO_SOCKET;
+    uint16_t unanswered = 0;
+    CHECK(unanswered_port(&unanswered_fd, &unanswered) == 0);
+    double started = monotonic_seconds();
+    CHECK_STATUS(filefetch_fetch("127.0.0.1", unanswered, "data.bin", options, &size),
+                 FILEFETCH_STATUS_TIMEOUT);
+    CHECK(strstr(filefetch_last_error(), "whole fetch") != NULL);
+    CHECK_STATUS(
+        filefetch_fetch_bytes("127.0.0.1", unanswered, "data.bin", options, &data, &len),
+        FILEFETCH_STATUS_TIMEOUT);
+    CHECK(monotonic_seconds() - started < 10.0);
+    CHECK(size == 777 && data == NULL && len == 777);
+    CHECK(count_entries(out) == 0);
+    if (unanswered_fd != NO_SOCKET) {
+        close_socket(unanswered_fd);
+    }
+    /* ... and one that answers too slowly (its 1000 bytes would take 50 s). */
+    CHECK_STATUS(filefetch_fetch_options_set_max_time_ms(options, 500), FILEFETCH_STATUS_OK);
+    started = monotonic_seconds();
+    check_fake(FAKE_DRIP, options, out, FILEFETCH_STATUS_TIMEOUT);
+    CHECK(strstr(filefetch_last_error(), "whole fetch") != NULL);
+    CHECK(monotonic_seconds() - started < 20.0);
+    CHECK_STATUS(filefetch_fetch_options_set_max_time_ms(options, 0), FILEFETCH_STATUS_OK);
+    /* A minimum rate: 1000 bytes a second over 300 ms, where 20 a second arrive. */
+    CHECK_STATUS(filefetch_fetch_options_set_min_rate(options, 1000, 300), FILEFETCH_STATUS_OK);
+    started = monotonic_seconds();
+    check_fake(FAKE_DRIP, options, out, FILEFETCH_STATUS_TIMEOUT);
+    CHECK(strstr(filefetch_last_error(), "bytes/s") != NULL);
+    CHECK(monotonic_seconds() - started < 20.0);
+    CHECK_STATUS(filefetch_fetch_options_set_min_rate(options, 0, 0), FILEFETCH_STATUS_OK);
 
     /* INTERRUPTED: the interrupt callback stops a fetch from a silent server. */
     int polls = 0;

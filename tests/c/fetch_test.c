@@ -1,6 +1,7 @@
 /*
  * The successful paths of the C API: start a server, fetch to a file and into memory,
- * progress reports, overwriting, several threads at once, stopping the server.
+ * progress reports, overwriting, a maximum size the file fits in, several threads at once,
+ * stopping the server (abort, its old name stop, shutdown).
  */
 #include "check.h"
 
@@ -149,6 +150,45 @@ int main(void) {
     CHECK(data != NULL && len == 0);
     filefetch_bytes_free(data);
 
+    /* A large file into memory, with progress reports up to its size. */
+    struct progress_log bytes_log = {0, 1, 0, 0};
+    CHECK_STATUS(filefetch_fetch_options_set_progress(options, log_progress, &bytes_log),
+                 FILEFETCH_STATUS_OK);
+    data = NULL;
+    len = 0;
+    CHECK_STATUS(filefetch_fetch_bytes("127.0.0.1", port, "big.bin", options, &data, &len),
+                 FILEFETCH_STATUS_OK);
+    CHECK(data != NULL && len == BIG_SIZE && memcmp(data, big, BIG_SIZE) == 0);
+    CHECK(bytes_log.calls >= 1 && bytes_log.monotonic);
+    CHECK(bytes_log.last_received == BIG_SIZE && bytes_log.last_total == BIG_SIZE);
+    filefetch_bytes_free(data);
+    CHECK_STATUS(filefetch_fetch_options_set_progress(options, NULL, NULL), FILEFETCH_STATUS_OK);
+
+    /* A maximum size the file fits in changes nothing, to a file or into memory. */
+    CHECK_STATUS(filefetch_fetch_options_set_max_size(options, BIG_SIZE), FILEFETCH_STATUS_OK);
+    data = NULL;
+    len = 0;
+    CHECK_STATUS(filefetch_fetch_bytes("127.0.0.1", port, "big.bin", options, &data, &len),
+                 FILEFETCH_STATUS_OK);
+    CHECK(data != NULL && len == BIG_SIZE && memcmp(data, big, BIG_SIZE) == 0);
+    filefetch_bytes_free(data);
+    join_path(path, sizeof path, out, "big-again.bin");
+    CHECK_STATUS(filefetch_fetch_options_set_output(options, path), FILEFETCH_STATUS_OK);
+    CHECK_STATUS(filefetch_fetch("127.0.0.1", port, "big.bin", options, &size),
+                 FILEFETCH_STATUS_OK);
+    CHECK(size == BIG_SIZE && file_equals(path, big, BIG_SIZE));
+    CHECK_STATUS(filefetch_fetch_options_set_max_size(options, UINT64_MAX), FILEFETCH_STATUS_OK);
+    /* As do a generous time limit and minimum rate. */
+    CHECK_STATUS(filefetch_fetch_options_set_max_time_ms(options, 60000), FILEFETCH_STATUS_OK);
+    CHECK_STATUS(filefetch_fetch_options_set_min_rate(options, 1, 30000), FILEFETCH_STATUS_OK);
+    data = NULL;
+    CHECK_STATUS(filefetch_fetch_bytes("127.0.0.1", port, "hello.txt", options, &data, &len),
+                 FILEFETCH_STATUS_OK);
+    CHECK(data != NULL && len == strlen(HELLO) && memcmp(data, HELLO, len) == 0);
+    filefetch_bytes_free(data);
+    CHECK_STATUS(filefetch_fetch_options_set_max_time_ms(options, 0), FILEFETCH_STATUS_OK);
+    CHECK_STATUS(filefetch_fetch_options_set_min_rate(options, 0, 0), FILEFETCH_STATUS_OK);
+
     /* Several threads at once sharing one options handle. */
     struct worker workers[3];
     pthread_t threads[3];
@@ -167,11 +207,13 @@ int main(void) {
     }
     filefetch_fetch_options_free(options);
 
-    /* Stopping: the port still reads back; a second stop is harmless; no more answers. */
-    CHECK_STATUS(filefetch_server_stop(server), FILEFETCH_STATUS_OK);
+    /* Aborting: the port still reads back; a second stop (either name) is harmless; no more
+     * answers. */
+    CHECK_STATUS(filefetch_server_abort(server), FILEFETCH_STATUS_OK);
     uint16_t port_after = 0;
     CHECK_STATUS(filefetch_server_port(server, &port_after), FILEFETCH_STATUS_OK);
     CHECK(port_after == port);
+    CHECK_STATUS(filefetch_server_abort(server), FILEFETCH_STATUS_OK);
     CHECK_STATUS(filefetch_server_stop(server), FILEFETCH_STATUS_OK);
     CHECK_STATUS(filefetch_fetch_options_new(&options), FILEFETCH_STATUS_OK);
     data = NULL;
@@ -198,6 +240,18 @@ int main(void) {
     }
     CHECK_STATUS(filefetch_server_options_set_address(server_options, "127.0.0.1"),
                  FILEFETCH_STATUS_OK);
+    /* filefetch_server_stop, the old name of filefetch_server_abort, still stops a server. */
+    CHECK_STATUS(filefetch_server_start(server_options, &server), FILEFETCH_STATUS_OK);
+    CHECK_STATUS(filefetch_server_port(server, &port), FILEFETCH_STATUS_OK);
+    CHECK_STATUS(filefetch_fetch_bytes("127.0.0.1", port, "hello.txt", options, &data, &len),
+                 FILEFETCH_STATUS_OK);
+    filefetch_bytes_free(data);
+    CHECK_STATUS(filefetch_server_stop(server), FILEFETCH_STATUS_OK);
+    data = NULL;
+    CHECK_STATUS(filefetch_fetch_bytes("127.0.0.1", port, "hello.txt", options, &data, &len),
+                 FILEFETCH_STATUS_CONNECTION);
+    CHECK(data == NULL);
+    filefetch_server_free(server);
     CHECK_STATUS(filefetch_server_start(server_options, &server), FILEFETCH_STATUS_OK);
     CHECK_STATUS(filefetch_server_port(server, &port), FILEFETCH_STATUS_OK);
     CHECK_STATUS(filefetch_fetch_bytes("127.0.0.1", port, "hello.txt", options, &data, &len),

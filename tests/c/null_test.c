@@ -40,6 +40,10 @@ int main(void) {
     CHECK_STATUS(filefetch_fetch_options_set_fsync(NULL, true), INVALID);
     CHECK_STATUS(filefetch_fetch_options_set_timeout_ms(NULL, 10), INVALID);
     CHECK_STATUS(filefetch_fetch_options_set_connect_timeout_ms(NULL, 10), INVALID);
+    CHECK_STATUS(filefetch_fetch_options_set_max_time_ms(NULL, 10), INVALID);
+    CHECK_STATUS(filefetch_fetch_options_set_min_rate(NULL, 10, 1000), INVALID);
+    CHECK_STATUS(filefetch_fetch_options_set_max_size(NULL, 10), INVALID);
+    CHECK(strstr(filefetch_last_error(), "options") != NULL);
     CHECK_STATUS(filefetch_fetch_options_set_progress(NULL, never_called, NULL), INVALID);
     CHECK_STATUS(filefetch_fetch_options_set_interrupt(NULL, NULL, NULL), INVALID);
 
@@ -86,6 +90,8 @@ int main(void) {
     CHECK_STATUS(filefetch_server_port(NULL, &out_port), INVALID);
     CHECK_STATUS(filefetch_server_port(server, NULL), INVALID);
     CHECK(out_port == 7);
+    CHECK_STATUS(filefetch_server_abort(NULL), INVALID);
+    CHECK(strstr(filefetch_last_error(), "server") != NULL);
     CHECK_STATUS(filefetch_server_stop(NULL), INVALID);
     CHECK_STATUS(filefetch_server_shutdown(NULL), INVALID);
     CHECK_STATUS(filefetch_serve(NULL), INVALID);

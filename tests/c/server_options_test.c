@@ -150,20 +150,34 @@ static void check_setters(void) {
     filefetch_server_options *options = NULL;
     CHECK_STATUS(filefetch_server_options_new(&options), OK);
 
+    /* The ranges are core's; a value out of range is refused with core's message, which
+     * names the setting, and is not kept. */
     CHECK_STATUS(filefetch_server_options_set_max_connections(options, 1), OK);
-    CHECK_STATUS(filefetch_server_options_set_max_connections(options, SIZE_MAX), OK);
+    CHECK_STATUS(filefetch_server_options_set_max_connections(options, (size_t)4294967295u), OK);
     CHECK_STATUS(filefetch_server_options_set_max_connections(options, 0), INVALID);
     CHECK(strstr(filefetch_last_error(), "max_connections") != NULL);
+#if SIZE_MAX > 4294967295u
+    CHECK_STATUS(filefetch_server_options_set_max_connections(options, (size_t)4294967296u),
+                 INVALID);
+    CHECK_STATUS(filefetch_server_options_set_max_connections(options, SIZE_MAX), INVALID);
+    CHECK(strstr(filefetch_last_error(), "max_connections") != NULL);
+#endif
 
     CHECK_STATUS(filefetch_server_options_set_request_timeout_ms(options, 1), OK);
     CHECK_STATUS(filefetch_server_options_set_request_timeout_ms(options, UINT32_MAX), OK);
     CHECK_STATUS(filefetch_server_options_set_request_timeout_ms(options, 0), INVALID);
-    CHECK(strstr(filefetch_last_error(), "timeout_ms") != NULL);
+    CHECK(strstr(filefetch_last_error(), "request_timeout") != NULL);
 
     CHECK_STATUS(filefetch_server_options_set_send_timeout_ms(options, 1), OK);
     CHECK_STATUS(filefetch_server_options_set_send_timeout_ms(options, UINT32_MAX), OK);
     CHECK_STATUS(filefetch_server_options_set_send_timeout_ms(options, 0), INVALID);
-    CHECK(strstr(filefetch_last_error(), "timeout_ms") != NULL);
+    CHECK(strstr(filefetch_last_error(), "send_timeout") != NULL);
+
+    CHECK_STATUS(filefetch_server_options_set_threads(options, 1024), OK);
+    CHECK_STATUS(filefetch_server_options_set_threads(options, 1025), INVALID);
+    CHECK_STATUS(filefetch_server_options_set_threads(options, 5000), INVALID);
+    CHECK(strstr(filefetch_last_error(), "threads") != NULL);
+    CHECK_STATUS(filefetch_server_options_set_threads(options, SIZE_MAX), INVALID);
 
     /* For these, 0 means something: cut at once, one thread per core, no open-file cache. */
     CHECK_STATUS(filefetch_server_options_set_grace_period_ms(options, 0), OK);
@@ -174,6 +188,30 @@ static void check_setters(void) {
     CHECK_STATUS(filefetch_server_options_set_file_cache_ms(options, UINT32_MAX), OK);
 
     filefetch_server_options_free(options);
+}
+
+/* The values refused by the setters were not kept: options that met every refusal above
+ * still start a server, which serves with one worker thread. */
+static void check_refused_values_not_kept(const char *root,
+                                          const filefetch_fetch_options *fetch_options) {
+    filefetch_server_options *options = NULL;
+    CHECK_STATUS(filefetch_server_options_new(&options), OK);
+    CHECK_STATUS(filefetch_server_options_set_threads(options, 1), OK);
+    CHECK_STATUS(filefetch_server_options_set_threads(options, 5000), INVALID);
+    CHECK_STATUS(filefetch_server_options_set_max_connections(options, 0), INVALID);
+    CHECK_STATUS(filefetch_server_options_set_request_timeout_ms(options, 0), INVALID);
+    CHECK_STATUS(filefetch_server_options_set_send_timeout_ms(options, 0), INVALID);
+    uint16_t port = 0;
+    filefetch_server *server = start(options, root, &port);
+    filefetch_server_options_free(options);
+    if (server == NULL) {
+        return;
+    }
+    CHECK(fetch_is(port, "hello.txt", fetch_options, "hello, world\n"));
+    int count = wait_server_threads(2);
+    CHECK(count == -1 || count == 2);
+    CHECK_STATUS(filefetch_server_abort(server), OK);
+    filefetch_server_free(server);
 }
 
 #ifdef __linux__
@@ -249,7 +287,7 @@ static void check_file_cache(const char *root, const filefetch_fetch_options *fe
     CHECK_STATUS(fetch_status(port, "changing.txt", fetch_options), FILEFETCH_STATUS_NOT_FOUND);
     CHECK(fetch_is(port, "moved.txt", fetch_options, versions[0]));
 
-    CHECK_STATUS(filefetch_server_stop(server), OK);
+    CHECK_STATUS(filefetch_server_abort(server), OK);
     filefetch_server_free(server);
     remove(moved);
 }
@@ -307,7 +345,7 @@ static void check_limit_and_deadline(const char *root) {
     CHECK_STATUS(filefetch_fetch_options_set_timeout_ms(fetch_options, 30000), OK);
     CHECK(fetch_is(port, "hello.txt", fetch_options, "hello, world\n"));
     filefetch_fetch_options_free(fetch_options);
-    CHECK_STATUS(filefetch_server_stop(server), OK);
+    CHECK_STATUS(filefetch_server_abort(server), OK);
     filefetch_server_free(server);
 }
 
@@ -366,6 +404,7 @@ int main(void) {
     CHECK_STATUS(filefetch_fetch_options_set_timeout_ms(fetch_options, 30000), OK);
 
     check_setters();
+    check_refused_values_not_kept(root, fetch_options);
     check_file_cache(root, fetch_options, 0, 0);     /* the default: 1 s */
     check_file_cache(root, fetch_options, 1, 0);     /* off */
     check_file_cache(root, fetch_options, 1, 60000); /* a minute */

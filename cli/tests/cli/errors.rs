@@ -54,6 +54,56 @@ fn silent_server_exits_5() {
     assert!(listing(dir.path()).is_empty());
 }
 
+/// Sends a header announcing 1 MiB, then one byte every 100 ms until the client goes away
+/// (or for 20 s at most).
+fn drip(s: &mut std::net::TcpStream) {
+    send(s, &found_header(1 << 20));
+    for _ in 0..200 {
+        if std::io::Write::write_all(s, b"x").is_err() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A server that drips data keeps each read within the idle timeout; the limit on the whole
+/// fetch and the minimum rate end it, with the timeout's code and nothing left behind.
+#[test]
+fn dripping_server_is_cut_by_max_time_and_speed_limit_exit_5() {
+    for (extra, says) in [
+        (&["--max-time", "0.5"][..], "limit on the whole fetch"),
+        (&["--speed-limit", "1000", "--speed-time", "0.5"][..], "bytes/s"),
+    ] {
+        let server = FakeServer::start(drip);
+        let dir = tempdir().unwrap();
+        let mut args = vec!["--timeout", "5"];
+        args.extend_from_slice(extra);
+        let out = fetch(dir.path(), server.port, "f", &args);
+        assert_eq!(out.code, Some(5), "{extra:?}: {out:?}");
+        assert!(out.stderr.contains(says), "{extra:?}: {out:?}");
+        assert!(listing(dir.path()).is_empty(), "{:?}", listing(dir.path()));
+    }
+}
+
+/// A file larger than `--max-size` is refused from its header, before any data is read.
+#[test]
+fn larger_than_max_size_exits_9_and_reads_nothing() {
+    let root = tempdir().unwrap();
+    fs::write(root.path().join("f"), vec![7u8; 1000]).unwrap();
+    let (_server, port) = serve(root.path(), &[]);
+    let dir = tempdir().unwrap();
+    let out = fetch(dir.path(), port, "f", &["--max-size", "999"]);
+    assert_eq!(out.code, Some(9), "{out:?}");
+    assert_eq!(
+        out.stderr,
+        "filefetch: error: file is 1000 bytes, more than the 999-byte maximum\n"
+    );
+    assert!(listing(dir.path()).is_empty());
+    let out = fetch(dir.path(), port, "f", &["--max-size", "1000", "-q"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(fs::read(dir.path().join("f")).unwrap(), vec![7u8; 1000]);
+}
+
 #[test]
 fn bad_magic_exits_6() {
     let server =

@@ -13,8 +13,8 @@ use rustix::net::SendFlags;
 use rustix::pipe::{PipeFlags, SpliceFlags};
 use socket2::Socket;
 
+use super::OpenError;
 use super::RootDir;
-use crate::confine::OpenError;
 
 /// Set once `openat2` turned out to be missing (old kernel, or a seccomp filter).
 static NO_OPENAT2: AtomicBool = AtomicBool::new(false);

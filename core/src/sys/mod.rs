@@ -91,3 +91,33 @@ pub(crate) struct FileState {
     /// A regular file.
     pub(crate) regular: bool,
 }
+
+/// Why a checked name could not be opened for serving.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// Resolving the name would leave the root (through `..` in a link, or an absolute link).
+    Escapes,
+    /// The name resolves to something other than a regular file.
+    NotRegular,
+    /// The file system said no (missing, no permission, too many links...).
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Escapes => f.write_str("resolves outside the root"),
+            OpenError::NotRegular => f.write_str("not a regular file"),
+            OpenError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+impl From<std::io::Error> for OpenError {
+    fn from(e: std::io::Error) -> Self {
+        OpenError::Io(e)
+    }
+}

@@ -9,8 +9,8 @@ use std::net::TcpStream;
 
 use socket2::Socket;
 
+use super::OpenError;
 use super::RootDir;
-use crate::confine::OpenError;
 
 /// No resolver faster than the walk: `None` sends the caller to it.
 pub(crate) fn open_native(_root: &RootDir, _name: &str) -> Option<Result<File, OpenError>> {

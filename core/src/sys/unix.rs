@@ -15,8 +15,8 @@ use socket2::Socket;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+use super::OpenError;
 use super::{Accepted, FileState};
-use crate::confine::OpenError;
 
 /// The root directory, held open: every name is resolved from this descriptor, so the
 /// directory keeps being served even if it is moved.

@@ -23,8 +23,8 @@ use windows_sys::Win32::Storage::FileSystem::{
     VOLUME_NAME_DOS, VOLUME_NAME_NONE,
 };
 
+use super::OpenError;
 use super::{Accepted, FileState};
-use crate::confine::OpenError;
 
 /// Served files (and the root) are opened so that their owners can still replace, rename and
 /// delete them while the server holds them open.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use filefetch::{BackgroundServer, Server, ServerConfig};
+use filefetch::{BackgroundServer, Server, ServerConfig, ServerConfigBuilder};
 
 /// A running server on 127.0.0.1, port 0, serving a temporary directory.
 pub struct TestServer {
@@ -21,9 +21,11 @@ impl TestServer {
         Self::with(|c| c)
     }
 
-    pub fn with(configure: impl FnOnce(ServerConfig) -> ServerConfig) -> TestServer {
+    pub fn with(configure: impl FnOnce(ServerConfigBuilder) -> ServerConfigBuilder) -> TestServer {
         let root = tempfile::tempdir().unwrap();
-        let config = configure(ServerConfig::new().root(root.path()));
+        let config = configure(ServerConfig::builder().root(root.path()))
+            .build()
+            .unwrap();
         let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let server = Server::bind(addr, config).unwrap().spawn().unwrap();
         TestServer {

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio::time::timeout;
 
-use crate::conn::Sock;
+use super::socket::Sock;
 use crate::protocol::{ResponseHeader, RESPONSE_HEADER_LEN};
 use crate::sys;
 

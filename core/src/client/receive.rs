@@ -3,15 +3,16 @@
 //! On Linux a download into a file moves through a pipe with `splice(2)`: the socket's pages
 //! go into the pipe without a copy, and from the pipe into the file with the only copy the
 //! kernel needs. Elsewhere, into a writer, or when asked for the portable path, the data is
-//! read into one buffer, allocated once per transfer and reused for every chunk.
+//! read into one buffer, allocated once per transfer and reused for every chunk. Into memory,
+//! the data is read straight into the caller's buffer, sized from DataLength.
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::ops::ControlFlow;
 use std::path::Path;
 
-use crate::client::{is_disconnect, Connection, ReadError};
-use crate::error::{Error, Result};
+use super::connection::{is_disconnect, Connection, ReadError};
+use crate::error::{Error, Result, TimeoutPhase};
 use crate::sys::Splicer;
 
 /// Largest read per system call on the buffered path.
@@ -59,6 +60,80 @@ pub(crate) fn receive_to_writer<W: Write + ?Sized>(
     receive(conn, writer, 0, total, progress, None)
 }
 
+/// Receives exactly `buf.len()` bytes (the announced length) straight into `buf`.
+pub(crate) fn receive_into(
+    conn: &mut Connection,
+    buf: &mut [u8],
+    progress: &mut dyn FnMut(u64, u64) -> ControlFlow<()>,
+) -> Result<()> {
+    let total = buf.len() as u64;
+    if progress(0, total).is_break() {
+        return Err(Error::Aborted);
+    }
+    let mut received = 0;
+    while received < buf.len() {
+        let end = buf.len().min(received + CHUNK);
+        match conn.read(&mut buf[received..end]) {
+            Ok(0) => {
+                return Err(Error::Incomplete {
+                    received: received as u64,
+                    expected: total,
+                })
+            }
+            Ok(n) => received += n,
+            Err(e) => return Err(read_error(e, received as u64, total)),
+        }
+        if progress(received as u64, total).is_break() {
+            return Err(Error::Aborted);
+        }
+    }
+    Ok(())
+}
+
+/// Receives `total` bytes into `data`, read straight into it. Memory is taken as data
+/// arrives, doubling at most, so an announced length alone cannot make the client allocate.
+pub(crate) fn receive_to_vec(
+    conn: &mut Connection,
+    data: &mut Vec<u8>,
+    total: u64,
+    progress: &mut dyn FnMut(u64, u64) -> ControlFlow<()>,
+) -> Result<()> {
+    if progress(0, total).is_break() {
+        return Err(Error::Aborted);
+    }
+    let mut received = 0usize;
+    while (received as u64) < total {
+        if data.len() == received {
+            let left = total - received as u64;
+            let room = usize::try_from(left.min(received.max(CHUNK) as u64)).unwrap_or(CHUNK);
+            data.try_reserve_exact(room).map_err(|_| Error::Io {
+                path: None,
+                source: io::ErrorKind::OutOfMemory.into(),
+            })?;
+            data.resize(received + room, 0);
+        }
+        match conn.read(&mut data[received..]) {
+            Ok(0) => {
+                data.truncate(received);
+                return Err(Error::Incomplete {
+                    received: received as u64,
+                    expected: total,
+                });
+            }
+            Ok(n) => received += n,
+            Err(e) => {
+                data.truncate(received);
+                return Err(read_error(e, received as u64, total));
+            }
+        }
+        if progress(received as u64, total).is_break() {
+            return Err(Error::Aborted);
+        }
+    }
+    data.truncate(received);
+    Ok(())
+}
+
 /// The buffered loop, from `received` bytes already stored up to `total`.
 fn receive<W: Write + ?Sized>(
     conn: &mut Connection,
@@ -96,8 +171,12 @@ fn receive<W: Write + ?Sized>(
 pub(crate) fn read_error(e: ReadError, received: u64, total: u64) -> Error {
     match e {
         ReadError::Idle => Error::Timeout {
-            during: format!("receiving data ({received} of {total} bytes arrived)"),
+            phase: TimeoutPhase::Data {
+                received,
+                expected: total,
+            },
         },
+        ReadError::Limit(phase) => Error::Timeout { phase },
         ReadError::Interrupted => Error::Interrupted,
         ReadError::Io(e) if is_disconnect(&e) => Error::Incomplete {
             received,

@@ -15,6 +15,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::sys;
+pub use crate::sys::OpenError;
 
 /// Why a requested name was refused before touching the file system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +74,7 @@ impl std::error::Error for NameError {}
 /// Percent signs and other punctuation are taken literally: nothing is decoded.
 ///
 /// ```
-/// use filefetch::confine::{check_name, NameError};
+/// use filefetch::server::confine::{check_name, NameError};
 /// assert_eq!(check_name(b"docs/report 2024.pdf"), Ok("docs/report 2024.pdf"));
 /// assert_eq!(check_name(b"../etc/passwd"), Err(NameError::DotComponent));
 /// assert_eq!(check_name(b"/etc/passwd"), Err(NameError::Absolute));
@@ -161,7 +162,7 @@ const WINDOWS_DEVICES: &[&str] = &[
 /// function is public so that any system can check a name as a Windows server would.
 ///
 /// ```
-/// use filefetch::confine::{check_windows_name, NameError};
+/// use filefetch::server::confine::{check_windows_name, NameError};
 /// assert_eq!(check_windows_name("docs/report.txt"), Ok(()));
 /// assert_eq!(check_windows_name("C:x"), Err(NameError::WindowsSpecial));
 /// assert_eq!(check_windows_name("logs/nul.txt"), Err(NameError::WindowsSpecial));
@@ -181,36 +182,6 @@ pub fn check_windows_name(name: &str) -> Result<(), NameError> {
         }
     }
     Ok(())
-}
-
-/// Why a checked name could not be opened for serving.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum OpenError {
-    /// Resolving the name would leave the root (through `..` in a link, or an absolute link).
-    Escapes,
-    /// The name resolves to something other than a regular file.
-    NotRegular,
-    /// The file system said no (missing, no permission, too many links...).
-    Io(io::Error),
-}
-
-impl fmt::Display for OpenError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            OpenError::Escapes => f.write_str("resolves outside the root"),
-            OpenError::NotRegular => f.write_str("not a regular file"),
-            OpenError::Io(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl std::error::Error for OpenError {}
-
-impl From<io::Error> for OpenError {
-    fn from(e: io::Error) -> Self {
-        OpenError::Io(e)
-    }
 }
 
 /// How [`Root::open`] resolves names.

@@ -27,7 +27,7 @@ use std::fs::File;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::confine::{OpenError, Resolver, Root};
+use super::confine::{OpenError, Resolver, Root};
 use crate::protocol::{ResponseHeader, RESPONSE_HEADER_LEN};
 use crate::sys;
 

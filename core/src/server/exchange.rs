@@ -1,0 +1,377 @@
+//! One connection's exchange: read the FileRequest before its deadline, check and open the
+//! name beneath the root, send the response, and log one line for the connection (with the
+//! target `filefetch::server`).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{timeout, timeout_at};
+
+use super::cache::FileCache;
+use super::confine::{check_name, OpenError, Resolver, Root};
+use super::send::{send_file, send_not_found, SendError};
+use super::socket::Sock;
+use crate::protocol::{DecodeError, RequestHeader, MAX_NAME_LEN, REQUEST_HEADER_LEN};
+use crate::sys;
+
+/// What every connection of a server needs: the root, the open-file cache, the timeouts.
+pub(super) struct Ctx {
+    pub(super) root: Root,
+    pub(super) files: FileCache,
+    pub(super) request_timeout: Duration,
+    pub(super) send_timeout: Duration,
+    pub(super) resolver: Resolver,
+    pub(super) zero_copy: bool,
+}
+
+/// How one connection ended.
+enum Outcome {
+    Sent,
+    NotFound(String),
+    /// The server could not open the file for want of descriptors (StatusCode 0 was sent).
+    Unavailable(std::io::Error),
+    BadRequest(DecodeError),
+    RequestTimeout,
+    RequestCut(usize),
+    ClientGone(std::io::Error),
+    Stalled,
+    Shrank,
+    ReadFailed(std::io::Error),
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Sent => f.write_str("sent"),
+            Outcome::NotFound(why) => write!(f, "not found ({why})"),
+            Outcome::Unavailable(e) => write!(
+                f,
+                "could not open the file: the server is out of file descriptors ({e}); \
+                 answered StatusCode 0"
+            ),
+            Outcome::BadRequest(e) => write!(f, "bad request: {e}; closed without a response"),
+            Outcome::RequestTimeout => {
+                f.write_str("request did not arrive in time; closed without a response")
+            }
+            Outcome::RequestCut(n) => write!(
+                f,
+                "client closed after {n} bytes of the request; closed without a response"
+            ),
+            Outcome::ClientGone(e) => write!(f, "client went away: {e}"),
+            Outcome::Stalled => f.write_str("client stopped reading; dropped"),
+            Outcome::Shrank => f.write_str("file shrank while being sent; connection aborted"),
+            Outcome::ReadFailed(e) => write!(f, "reading the file failed: {e}; connection aborted"),
+        }
+    }
+}
+
+/// What the log line of a connection reports besides its outcome.
+#[derive(Default)]
+struct Record {
+    name: Option<String>,
+    status: Option<u8>,
+    bytes: u64,
+    /// The client sent bytes beyond its request.
+    extra: bool,
+}
+
+pub(super) async fn connection(
+    mut sock: Sock,
+    peer: SocketAddr,
+    ctx: Arc<Ctx>,
+    permit: OwnedSemaphorePermit,
+) {
+    let start = Instant::now();
+    let mut record = Record::default();
+    let outcome = exchange(&mut sock, &ctx, start, &mut record).await;
+    match outcome {
+        Outcome::Sent | Outcome::NotFound(_) if record.extra => finish(&mut sock).await,
+        // Cut short on purpose: a reset tells the client at once that the data is incomplete,
+        // and frees the send buffer now rather than after a slow drain to a stalled reader.
+        Outcome::Shrank | Outcome::ReadFailed(_) | Outcome::Stalled => {
+            if let Some(s) = sock.sock_ref() {
+                let _ = s.set_linger(Some(Duration::ZERO));
+            }
+        }
+        _ => {}
+    }
+    drop(sock);
+    drop(permit);
+    let name = record.name.as_deref().unwrap_or("-");
+    let status = match record.status {
+        None => "-",
+        Some(0) => "0",
+        Some(_) => "1",
+    };
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    match outcome {
+        Outcome::Sent | Outcome::NotFound(_) => tracing::info!(
+            target: "filefetch::server",
+            peer = %peer, name = ?name, status = %status, bytes = record.bytes, ms = format_args!("{ms:.1}"),
+            "{outcome}"
+        ),
+        _ => tracing::warn!(
+            target: "filefetch::server",
+            peer = %peer, name = ?name, status = %status, bytes = record.bytes, ms = format_args!("{ms:.1}"),
+            "{outcome}"
+        ),
+    }
+}
+
+/// Room for the longest request and then some: bytes beyond the request in the same read
+/// show that the client sent more than it should (see [`finish`]).
+const REQUEST_BUF: usize = REQUEST_HEADER_LEN + MAX_NAME_LEN + 32;
+
+async fn exchange(sock: &mut Sock, ctx: &Ctx, start: Instant, record: &mut Record) -> Outcome {
+    let mut buf = [0u8; REQUEST_BUF];
+    // A deadline beyond what an Instant can hold (a configured `Duration::MAX`) is none.
+    let deadline = start
+        .checked_add(ctx.request_timeout)
+        .map_or_else(far_future, tokio::time::Instant::from_std);
+    let mut got = 0;
+    let mut want = REQUEST_HEADER_LEN;
+    let mut header = None;
+    let mut yielded = false;
+    let mut acked = false;
+    // Read the header, then the name, all before one deadline counted from accept.
+    while got < want {
+        // The request usually arrives with the connection: read it straight away, and wait
+        // for readiness (a trip through the event loop) only when it is not there yet.
+        let mut read = sock.try_read(&mut buf[got..]);
+        if !yielded && matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
+            // Accepted a moment before the client's first bytes landed: give them that
+            // moment, letting other work run first, before paying for a registration.
+            yielded = true;
+            tokio::task::yield_now().await;
+            read = sock.try_read(&mut buf[got..]);
+        }
+        let read = match read {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                match timeout_at(deadline, sock.read(&mut buf[got..])).await {
+                    Err(_) => return Outcome::RequestTimeout,
+                    Ok(read) => read,
+                }
+            }
+            read => read,
+        };
+        match read {
+            Ok(0) => return Outcome::RequestCut(got),
+            Ok(n) => got += n,
+            Err(e) => return Outcome::ClientGone(e),
+        }
+        if header.is_none() && got >= REQUEST_HEADER_LEN {
+            let fixed: [u8; REQUEST_HEADER_LEN] = buf[..REQUEST_HEADER_LEN].try_into().unwrap();
+            match RequestHeader::decode(&fixed) {
+                Ok(h) => {
+                    want += usize::from(h.name_len);
+                    header = Some(h);
+                }
+                Err(e) => return Outcome::BadRequest(e),
+            }
+        }
+        if got < want && !acked {
+            // The rest may be held back by the client's Nagle algorithm until what came is
+            // acknowledged: do that now rather than when the delayed ACK would.
+            sock.ack_now();
+            acked = true;
+        }
+    }
+    record.extra = got > want;
+    let raw = &buf[REQUEST_HEADER_LEN..want];
+    record.name = Some(String::from_utf8_lossy(raw).into_owned());
+
+    let file = match check_name(raw) {
+        Err(e) => Err(Outcome::NotFound(e.to_string())),
+        Ok(name) => match ctx.files.open(&ctx.root, name, ctx.resolver, start) {
+            Ok(found) => Ok(found),
+            Err(OpenError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(Outcome::NotFound("no such file".to_owned()))
+            }
+            // Not the file's fault: the server's, and said so in the log.
+            Err(OpenError::Io(e)) if sys::out_of_descriptors(&e) => Err(Outcome::Unavailable(e)),
+            Err(e) => Err(Outcome::NotFound(e.to_string())),
+        },
+    };
+    let announced = file.and_then(|f| match announceable(f.len) {
+        Ok(len) => Ok((f, len)),
+        Err(why) => Err(Outcome::NotFound(why)),
+    });
+    let (found, len) = match announced {
+        Ok(found) => found,
+        Err(refusal) => {
+            record.status = Some(0);
+            return match send_not_found(sock, ctx.send_timeout, ctx.zero_copy).await {
+                Ok(()) => refusal,
+                Err(e) => sent_outcome(e),
+            };
+        }
+    };
+    record.status = Some(1);
+    match send_file(
+        sock,
+        &found.file,
+        found.response.as_deref(),
+        len,
+        ctx.send_timeout,
+        ctx.zero_copy,
+        &mut record.bytes,
+    )
+    .await
+    {
+        Ok(()) => Outcome::Sent,
+        Err(e) => sent_outcome(e),
+    }
+}
+
+/// A deadline that never comes (about 30 years on), as tokio uses for the same purpose.
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365 * 30)
+}
+
+/// The size to announce (measured with `fstat` on the open file itself, not by name), if the
+/// 32-bit DataLength can carry it.
+fn announceable(len: u64) -> std::result::Result<u32, String> {
+    u32::try_from(len)
+        .map_err(|_| format!("file is {len} bytes, more than the 32-bit DataLength can describe"))
+}
+
+fn sent_outcome(e: SendError) -> Outcome {
+    match e {
+        SendError::Stalled => Outcome::Stalled,
+        SendError::Shrank => Outcome::Shrank,
+        SendError::File(e) => Outcome::ReadFailed(e),
+        SendError::Io(e) => Outcome::ClientGone(e),
+    }
+}
+
+/// Closes a connection after a complete response when the client sent bytes beyond its
+/// request: closing with unread data makes the kernel answer with a reset, which can discard
+/// response data the client has not read yet. Half-close, drain what it sends, and wait
+/// (briefly) for its close. (Like nginx's lingering close, this is done only when extra bytes
+/// were seen; a client that sends more only after its request was answered breaks the
+/// protocol and may see a reset.)
+async fn finish(sock: &mut Sock) {
+    let mut scratch = [0u8; 1024];
+    if sock.shutdown().await.is_err() {
+        return;
+    }
+    let _ = timeout(Duration::from_secs(1), async {
+        loop {
+            let n = match sock.try_read(&mut scratch) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    sock.read(&mut scratch).await
+                }
+                n => n,
+            };
+            if !matches!(n, Ok(n) if n > 0) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::super::cache::CAPACITY as CACHE_CAPACITY;
+    use super::super::listen;
+    use super::*;
+    use socket2::SockRef;
+    use std::future::Future;
+    use std::io::{Read, Write};
+    use std::task::Poll;
+
+    /// A connection accepted from a [`listen`] socket, its server end as the server holds it
+    /// plus a second handle on the same socket for looking at its options.
+    fn accepted() -> (Sock, std::net::TcpStream, std::net::TcpStream) {
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let until = Instant::now() + Duration::from_secs(5);
+        let (server, _) = loop {
+            match listener.accept() {
+                Ok(pair) => break pair,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        server.set_nonblocking(true).unwrap();
+        let probe = server.try_clone().unwrap();
+        (Sock::plain(server), probe, client)
+    }
+
+    fn quick_ack(s: &std::net::TcpStream) -> bool {
+        SockRef::from(s).tcp_quickack().unwrap()
+    }
+
+    /// Waits (5 s at most) until `s` has bytes to read, without reading them.
+    fn wait_readable(s: &std::net::TcpStream) {
+        let mut fds = [rustix::event::PollFd::new(s, rustix::event::PollFlags::IN)];
+        let five = rustix::event::Timespec {
+            tv_sec: 5,
+            tv_nsec: 0,
+        };
+        let n = rustix::event::poll(&mut fds, Some(&five)).unwrap();
+        assert_eq!(n, 1, "the bytes did not arrive");
+    }
+
+    #[test]
+    fn accepted_connections_start_with_delayed_acks() {
+        // Checked before any data arrives: the mode must come from the listening socket.
+        let (_sock, probe, _client) = accepted();
+        assert!(!quick_ack(&probe));
+    }
+
+    #[test]
+    fn a_request_in_pieces_is_acknowledged_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), b"hello").unwrap();
+        let ctx = Ctx {
+            root: Root::new(dir.path()).unwrap(),
+            files: FileCache::new(Duration::ZERO, CACHE_CAPACITY),
+            request_timeout: Duration::from_secs(5),
+            send_timeout: Duration::from_secs(5),
+            resolver: Resolver::Native,
+            zero_copy: true,
+        };
+        let (mut sock, probe, mut client) = accepted();
+        assert!(!quick_ack(&probe));
+        let request = [&[0x49, 0x7E, 1, 0, 5][..], b"a.txt"].concat();
+        // The header alone, as from a client whose Nagle algorithm holds back the name
+        // until the header is acknowledged.
+        client.write_all(&request[..5]).unwrap();
+        wait_readable(&probe);
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut record = Record::default();
+        let mut exchange = Box::pin(exchange(&mut sock, &ctx, Instant::now(), &mut record));
+        let pending = runtime.block_on(std::future::poll_fn(|cx| {
+            Poll::Ready(exchange.as_mut().poll(cx).is_pending())
+        }));
+        assert!(pending, "the exchange cannot end with half a request");
+        // The header has been read: it is acknowledged now, and what follows as it comes.
+        assert!(quick_ack(&probe));
+
+        client.write_all(&request[5..]).unwrap();
+        let outcome = runtime.block_on(async { timeout(Duration::from_secs(5), exchange).await });
+        assert!(matches!(outcome, Ok(Outcome::Sent)));
+        // The connection closes with the last handle on it.
+        drop((sock, probe));
+        let mut response = Vec::new();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        client.read_to_end(&mut response).unwrap();
+        assert_eq!(
+            response,
+            [&[0x49, 0x7E, 2, 1, 0, 0, 0, 5][..], b"hello"].concat()
+        );
+    }
+}

@@ -1,0 +1,517 @@
+//! The server: an event-driven (tokio) listener serving many clients at once.
+//!
+//! Each connection gets one request: the whole FileRequest must arrive within the request
+//! deadline counted from accept; the name is checked and opened beneath the root; the
+//! response goes out with the header sharing the first write with the data. A connection
+//! limit bounds what a flood can cost; past it, new connections wait in the listen backlog.
+//! Every connection ends with one log line through `tracing`.
+//!
+//! - `config`: the settings and their builder;
+//! - this module: binding, the accept loops, the connection limit, the life cycle
+//!   ([`Server`], [`BackgroundServer`], [`ServerHandle`]);
+//! - `exchange`: one connection, from the request to the log line;
+//! - `confine`: names and opening them beneath the root; `cache`: files kept open;
+//! - `send`: the response's paths to the socket; `socket`: the accepted socket.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::task::Poll;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::{sleep, timeout};
+
+mod cache;
+mod config;
+pub mod confine;
+mod exchange;
+mod send;
+mod socket;
+
+pub use config::{ServerConfig, ServerConfigBuilder};
+
+use cache::{FileCache, CAPACITY as CACHE_CAPACITY};
+use confine::{Resolver, Root};
+use exchange::{connection, Ctx};
+
+use crate::error::{Error, Result};
+use crate::sys;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Running,
+    Draining,
+    Stopped,
+}
+
+/// Stops a [`Server`] from another thread. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ServerHandle {
+    state: Arc<watch::Sender<State>>,
+}
+
+impl ServerHandle {
+    /// Stops accepting; transfers in flight may finish within the grace period.
+    pub fn shutdown(&self) {
+        self.state.send_if_modified(|s| {
+            let change = *s == State::Running;
+            if change {
+                *s = State::Draining;
+            }
+            change
+        });
+    }
+
+    /// Stops at once, cutting transfers in flight.
+    pub fn abort(&self) {
+        self.state.send_replace(State::Stopped);
+    }
+}
+
+/// A bound server, ready to [`run`](Server::run).
+pub struct Server {
+    listeners: Vec<std::net::TcpListener>,
+    addrs: Vec<SocketAddr>,
+    config: ServerConfig,
+    /// Connections handled at once: the configured limit, or fewer if the process's
+    /// descriptor limit allows fewer.
+    connection_limit: usize,
+    ctx: Arc<Ctx>,
+    handle: ServerHandle,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("addrs", &self.addrs)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Server {
+    /// Binds one address (port 0 picks a free port). `[::]` listens on IPv6 and IPv4 both.
+    pub fn bind(addr: SocketAddr, config: ServerConfig) -> Result<Server> {
+        Self::bind_all(&[addr], config)
+    }
+
+    /// Binds every address given; the server listens on all of them.
+    pub fn bind_all(addrs: &[SocketAddr], config: ServerConfig) -> Result<Server> {
+        if addrs.is_empty() {
+            return Err(Error::Io {
+                path: None,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "no address to listen on",
+                ),
+            });
+        }
+        let root = Root::new(config.root()).map_err(|e| Error::io(config.root(), e))?;
+        let mut listeners = Vec::with_capacity(addrs.len());
+        let mut bound = Vec::with_capacity(addrs.len());
+        for &addr in addrs {
+            let listener = listen(addr).map_err(|source| Error::Bind { addr, source })?;
+            bound.push(
+                listener
+                    .local_addr()
+                    .map_err(|source| Error::Bind { addr, source })?,
+            );
+            listeners.push(listener);
+        }
+        let (cache_capacity, connection_limit) =
+            descriptor_budget(config.max_connections(), sys::descriptor_limit());
+        if connection_limit < config.max_connections() {
+            tracing::debug!(
+                "the open file limit ({}) allows {connection_limit} connections at once",
+                sys::descriptor_limit().unwrap_or(0)
+            );
+        }
+        let ctx = Arc::new(Ctx {
+            root,
+            files: FileCache::new(
+                if sys::CAN_REPLACE_OPEN_FILES {
+                    config.file_cache()
+                } else {
+                    Duration::ZERO
+                },
+                cache_capacity,
+            ),
+            request_timeout: config.request_timeout(),
+            send_timeout: config.send_timeout(),
+            resolver: if config.portable() {
+                Resolver::Portable
+            } else {
+                Resolver::Native
+            },
+            zero_copy: !config.portable(),
+        });
+        let (state, _) = watch::channel(State::Running);
+        Ok(Server {
+            listeners,
+            addrs: bound,
+            config,
+            connection_limit,
+            ctx,
+            handle: ServerHandle {
+                state: Arc::new(state),
+            },
+        })
+    }
+
+    /// The first address the server listens on, with the real port.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// Every address the server listens on.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// How many connections the server handles at once: the configured limit, or fewer if
+    /// the process's open file limit allows fewer (each connection takes a socket and a file;
+    /// more wait in the listen backlog).
+    pub fn connection_limit(&self) -> usize {
+        self.connection_limit
+    }
+
+    /// A handle to stop the server from another thread.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// Serves until [`ServerHandle::shutdown`] or [`ServerHandle::abort`] is called.
+    ///
+    /// The server runs its own multi-threaded runtime, so this blocks the calling thread and
+    /// must not be called from inside an async runtime; use [`Server::spawn`] there.
+    pub fn run(self) -> Result<()> {
+        let threads = match self.config.threads() {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("filefetch-server")
+            .on_thread_start(sys::block_sigpipe)
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|source| Error::Io { path: None, source })?;
+        let result = runtime.block_on(self.serve(threads));
+        // Connections still running after the grace period are dropped here; the worker
+        // threads are joined, so none outlives the server (a library may be unloaded next).
+        runtime.shutdown_timeout(Duration::from_secs(5));
+        result
+    }
+
+    /// Runs the server on a background thread; the returned value stops it when dropped.
+    pub fn spawn(self) -> Result<BackgroundServer> {
+        let addrs = self.addrs.clone();
+        let handle = self.handle();
+        let ended = Arc::new(Ended::default());
+        let on_exit = SetOnDrop(ended.clone());
+        let thread = std::thread::Builder::new()
+            .name("filefetch-server".into())
+            .spawn(move || {
+                let _on_exit = on_exit;
+                self.run()
+            })
+            .map_err(|source| Error::Io { path: None, source })?;
+        Ok(BackgroundServer {
+            addrs,
+            handle,
+            ended,
+            thread: Some(thread),
+        })
+    }
+
+    /// Serves with `acceptors` accept loops per listening socket (one per worker thread).
+    async fn serve(self, acceptors: usize) -> Result<()> {
+        // More than u32::MAX connections at once is beyond any system; the cap keeps the
+        // semaphore (and the drain below, which takes every permit back) within range.
+        let limit = self.connection_limit;
+        let permits = Arc::new(Semaphore::new(limit));
+        let mut state = self.handle.state.subscribe();
+        let mut accepting = JoinSet::new();
+        for listener in self.listeners {
+            let listener = Arc::new(
+                sys::Listener::new(listener).map_err(|source| Error::Io { path: None, source })?,
+            );
+            for _ in 0..acceptors.max(1) {
+                accepting.spawn(accept_loop(
+                    listener.clone(),
+                    self.ctx.clone(),
+                    permits.clone(),
+                ));
+            }
+        }
+        if !self.ctx.files.ttl().is_zero() {
+            accepting.spawn(sweep_files(self.ctx.clone()));
+        }
+        let stop = match state.wait_for(|s| *s != State::Running).await {
+            Ok(s) => *s,
+            Err(_) => State::Stopped,
+        };
+        // Close the listening sockets before waiting for the transfers in flight.
+        accepting.abort_all();
+        while accepting.join_next().await.is_some() {}
+        if stop == State::Draining {
+            let all = u32::try_from(limit).unwrap_or(u32::MAX);
+            let drained = permits.acquire_many(all);
+            let aborted = state.wait_for(|s| *s == State::Stopped);
+            let _ = timeout(self.config.grace_period(), async {
+                tokio::select! {
+                    _ = drained => {}
+                    _ = aborted => {}
+                }
+            })
+            .await;
+        }
+        Ok(())
+    }
+}
+
+/// A server running on its own thread (see [`Server::spawn`]). Dropping it stops the server
+/// at once and waits for the thread.
+///
+/// Stopping has two words throughout: [`shutdown`](BackgroundServer::shutdown) is graceful
+/// (no new connections; transfers in flight get the grace period), and
+/// [`abort`](BackgroundServer::abort) is at once.
+#[derive(Debug)]
+pub struct BackgroundServer {
+    addrs: Vec<SocketAddr>,
+    handle: ServerHandle,
+    ended: Arc<Ended>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl BackgroundServer {
+    /// The first address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// Every address the server listens on.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// A handle to stop the server from anywhere.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// True once the server thread has ended: after a stop, or on its own after an error.
+    pub fn is_finished(&self) -> bool {
+        self.ended.is_set()
+    }
+
+    /// Waits until the server thread has ended or `limit` has passed; true if it has ended.
+    pub fn wait_timeout(&self, limit: Duration) -> bool {
+        self.ended.wait(limit)
+    }
+
+    /// Stops gracefully (transfers in flight may finish within the grace period) and waits.
+    pub fn shutdown(mut self) -> Result<()> {
+        self.handle.shutdown();
+        self.join_thread()
+    }
+
+    /// Stops at once, cutting transfers in flight, and waits for the server thread.
+    pub fn abort(mut self) -> Result<()> {
+        self.handle.abort();
+        self.join_thread()
+    }
+
+    /// Waits for the server to stop (through a [`ServerHandle`], or on an error) and returns
+    /// how it ended.
+    pub fn join(mut self) -> Result<()> {
+        self.join_thread()
+    }
+
+    /// Stops at once without waiting: the server thread ends on its own shortly after. For
+    /// callers that must not block (a garbage collector, a signal handler's thread).
+    pub fn abort_detached(mut self) {
+        self.handle.abort();
+        self.thread.take();
+    }
+
+    fn join_thread(&mut self) -> Result<()> {
+        match self.thread.take() {
+            Some(thread) => thread.join().unwrap_or_else(|_| {
+                Err(Error::Io {
+                    path: None,
+                    source: std::io::Error::other("server thread panicked"),
+                })
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for BackgroundServer {
+    fn drop(&mut self) {
+        self.handle.abort();
+        let _ = self.join_thread();
+    }
+}
+
+/// Set once a server thread has ended, however it ended, so that it can be waited for with a
+/// time limit.
+#[derive(Debug, Default)]
+struct Ended {
+    ended: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl Ended {
+    fn set(&self) {
+        *self.ended.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.changed.notify_all();
+    }
+
+    fn is_set(&self) -> bool {
+        *self.ended.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wait(&self, limit: Duration) -> bool {
+        let ended = self.ended.lock().unwrap_or_else(PoisonError::into_inner);
+        let (ended, _) = self
+            .changed
+            .wait_timeout_while(ended, limit, |ended| !*ended)
+            .unwrap_or_else(PoisonError::into_inner);
+        *ended
+    }
+}
+
+/// Sets [`Ended`] when dropped: as the server thread returns or unwinds.
+struct SetOnDrop(Arc<Ended>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.set();
+    }
+}
+
+/// Descriptors kept for what is not a connection: the listening sockets, the event loop,
+/// the standard streams, a log file, and some for the program the server runs in.
+const RESERVED_DESCRIPTORS: u64 = 16;
+
+/// The open-file cache's capacity and the connection limit, within the descriptors the
+/// process may have open (`limit`, `None` for no limit): each connection takes two (its
+/// socket and its file), the cache one per file it keeps (at most an eighth of what is
+/// left), and a few are kept for everything else. The connection limit is the configured
+/// one (at least 1, at most `u32::MAX`) unless that is more than the descriptors allow.
+fn descriptor_budget(max_connections: usize, limit: Option<u64>) -> (usize, usize) {
+    let wanted = max_connections.clamp(1, u32::MAX as usize);
+    let Some(limit) = limit else {
+        return (CACHE_CAPACITY, wanted);
+    };
+    let usable = limit.saturating_sub(RESERVED_DESCRIPTORS);
+    let cache = usize::try_from(usable / 8).map_or(CACHE_CAPACITY, |c| c.min(CACHE_CAPACITY));
+    let for_connections = usable.saturating_sub(cache as u64) / 2;
+    let connections = usize::try_from(for_connections).map_or(wanted, |c| c.clamp(1, wanted));
+    (cache, connections)
+}
+
+pub(super) fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // Like the original server: a restart can reuse the port at once (where that is all the
+    // option does; not on Windows).
+    sys::set_reuse_address(&socket)?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        // "[::]" means every address, IPv4 ones included, whatever the system default.
+        let _ = socket.set_only_v6(false);
+    }
+    // Responses leave in as few writes as possible, so Nagle's algorithm only delays the
+    // last partial segment of a large file. Linux hands the option on to accepted sockets.
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    // Accepted connections start with delayed acknowledgement where the system allows, so
+    // the response itself acknowledges the request. A request that arrives in pieces is
+    // acknowledged at once instead (see `exchange`).
+    sys::start_with_delayed_acks(&socket);
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+async fn accept_loop(listener: Arc<sys::Listener>, ctx: Arc<Ctx>, permits: Arc<Semaphore>) {
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        match listener.accept().await {
+            Ok((sock, peer)) => start(connection(sock.into(), peer, ctx.clone(), permit)).await,
+            Err(e) => {
+                // Out of descriptors or memory: keep serving, and back off so a full table
+                // does not spin the loop.
+                if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    tracing::warn!(error = %e, "accept failed; retrying");
+                    last_warning = Some(Instant::now());
+                }
+                sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Closes the cached files whose time is up, every cache lifetime.
+async fn sweep_files(ctx: Arc<Ctx>) {
+    loop {
+        sleep(ctx.files.ttl()).await;
+        ctx.files.sweep(Instant::now());
+    }
+}
+
+/// Runs a connection right here for as long as it needs no waiting, which is all of it for
+/// a small file; whatever has to wait (a slow client, a large file) goes on as a task of its
+/// own, so the accept loop never waits on a client.
+async fn start(connection: impl Future<Output = ()> + Send + 'static) {
+    let mut connection = Box::pin(connection);
+    let done = std::future::poll_fn(|cx| {
+        // A panic ends this connection only, as it would in a task of its own; the accept
+        // loop goes on.
+        let poll = panic::catch_unwind(AssertUnwindSafe(|| connection.as_mut().poll(cx)));
+        Poll::Ready(poll.map_or(true, |p| p.is_ready()))
+    })
+    .await;
+    if !done {
+        tokio::spawn(connection);
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_fits_the_descriptor_limit() {
+        // No limit: as configured.
+        assert_eq!(descriptor_budget(10_000, None), (CACHE_CAPACITY, 10_000));
+        // Plenty: as configured, the whole cache.
+        assert_eq!(
+            descriptor_budget(10_000, Some(1_048_576)),
+            (CACHE_CAPACITY, 10_000)
+        );
+        // A common default: the cache and two descriptors a connection fit.
+        let (cache, connections) = descriptor_budget(10_000, Some(1024));
+        assert_eq!((cache, connections), (126, 441));
+        assert!(cache as u64 + 2 * connections as u64 + RESERVED_DESCRIPTORS <= 1024);
+        // Scarce: still at least one connection, and no cache to hold descriptors.
+        assert_eq!(descriptor_budget(10_000, Some(64)), (6, 21));
+        assert_eq!(descriptor_budget(10_000, Some(10)), (0, 1));
+        assert_eq!(descriptor_budget(10_000, Some(0)), (0, 1));
+        // Never more than asked, never zero, never past u32::MAX.
+        assert_eq!(descriptor_budget(5, Some(1024)).1, 5);
+        assert_eq!(descriptor_budget(0, Some(1024)).1, 1);
+        assert_eq!(descriptor_budget(usize::MAX, None).1, u32::MAX as usize);
+    }
+}

@@ -1,8 +1,8 @@
 //! `filefetch fetch`: download one file, with a progress bar when a person is watching.
 
-use std::sync::OnceLock;
 use std::io::{self, IsTerminal, Write};
 use std::ops::ControlFlow;
+use std::sync::OnceLock;
 
 use filefetch::{Fetch, FetchOptions};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};

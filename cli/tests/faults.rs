@@ -493,9 +493,10 @@ fn server_within_few_descriptors() {
         assert!(fs::read(dir.path().join("f")).unwrap() == data);
     }
     // Small files are kept open for reuse: more names than descriptors.
-    let patient = filefetch::FetchOptions::builder().idle_timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
+    let patient = filefetch::FetchOptions::builder()
+        .idle_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
     for i in 0..100 {
         let got = filefetch::fetch_bytes("127.0.0.1", port, &format!("small{i}"), &patient);
         assert_eq!(got.unwrap(), format!("file {i}").into_bytes(), "small{i}");
@@ -587,9 +588,10 @@ fn an_unread_log_never_stops_the_server() {
         .and_then(|a| a.rsplit(':').next())
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no port in {first:?}"));
-    let patient = filefetch::FetchOptions::builder().idle_timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
+    let patient = filefetch::FetchOptions::builder()
+        .idle_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
     for round in 0..4 {
         // About 12,000 log lines a round, well past what the pipe and the buffer hold.
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));

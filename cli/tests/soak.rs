@@ -140,9 +140,10 @@ fn soak_many_fetches_by_64_clients() {
     // below is taken with the cache empty, and the end count shows it lets go of them.
     let (server, port) = serve(root.path(), &["--file-cache", "0.2"]);
     let pid = server.pid();
-    let options = FetchOptions::builder().idle_timeout(Duration::from_secs(20))
-            .build()
-            .unwrap();
+    let options = FetchOptions::builder()
+        .idle_timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
     // The runtime starts after the listening line: one fetch first, then the idle count.
     assert_eq!(
         fetch_bytes("127.0.0.1", port, &expected[2].0, &options)

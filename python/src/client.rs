@@ -197,11 +197,7 @@ pub(crate) fn fetch_bytes<'py>(
         max_size,
     };
     let options = limits.options(py, &raised, |builder| builder)?;
-    let opened = py.detach(|| {
-        Fetch::new(&host, port, &name)
-            .options(&options)
-            .open()
-    });
+    let opened = py.detach(|| Fetch::new(&host, port, &name).options(&options).open());
     let response = opened.map_err(|e| failure(py, &raised, e))?;
     let len = usize::try_from(response.len())
         .map_err(|_| PyMemoryError::new_err("the file is larger than this system can address"))?;

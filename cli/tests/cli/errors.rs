@@ -72,7 +72,10 @@ fn drip(s: &mut std::net::TcpStream) {
 fn dripping_server_is_cut_by_max_time_and_speed_limit_exit_5() {
     for (extra, says) in [
         (&["--max-time", "0.5"][..], "limit on the whole fetch"),
-        (&["--speed-limit", "1000", "--speed-time", "0.5"][..], "bytes/s"),
+        (
+            &["--speed-limit", "1000", "--speed-time", "0.5"][..],
+            "bytes/s",
+        ),
     ] {
         let server = FakeServer::start(drip);
         let dir = tempdir().unwrap();

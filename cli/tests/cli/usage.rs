@@ -47,7 +47,10 @@ fn out_of_range_settings_exit_2_naming_the_setting() {
         (&["--connect-timeout", "0"], "connect_timeout"),
         (&["--max-time", "0"], "max_time"),
         (&["--max-time", "4e7"], "max_time"),
-        (&["--speed-limit", "10", "--speed-time", "0"], "min_rate window"),
+        (
+            &["--speed-limit", "10", "--speed-time", "0"],
+            "min_rate window",
+        ),
         (&["--request-timeout", "1e19"], "request_timeout"),
         (&["--request-timeout", "0"], "request_timeout"),
         (&["--send-timeout", "0"], "send_timeout"),
@@ -59,8 +62,12 @@ fn out_of_range_settings_exit_2_naming_the_setting() {
     for (extra, setting) in cases {
         let serving = matches!(
             extra[0],
-            "--request-timeout" | "--send-timeout" | "--grace" | "--file-cache"
-                | "--max-connections" | "--threads"
+            "--request-timeout"
+                | "--send-timeout"
+                | "--grace"
+                | "--file-cache"
+                | "--max-connections"
+                | "--threads"
         );
         let mut args: Vec<&str> = if serving {
             vec!["serve", "0", "--bind", "127.0.0.1"]

@@ -161,25 +161,6 @@ extern "C" {
 const char *filefetch_version(void);
 
 /**
- * Returns a short, static, English description of a status code.
- *
- * Any value is accepted: one that is not a `filefetch_status` gives "unknown status".
- * The string is never NULL, must not be freed, and stays valid for the life of the process.
- * Thread-safe.
- */
-const char *filefetch_strerror(int status);
-
-/**
- * Returns the detailed message of the last failed call on the calling thread, for
- * example "transfer incomplete: 10 of 20 bytes", or "" if no call has failed on it.
- *
- * Successful calls leave the message unchanged. The string is owned by the library: do not
- * free it. It stays valid until the next call into the library on the same thread (copy it
- * to keep it). Never NULL. Each thread has its own message.
- */
-const char *filefetch_last_error(void);
-
-/**
  * Creates a fetch options handle with the defaults: the file goes to the requested name's
  * last component in the current directory, an existing file is never overwritten, the idle
  * timeout is 1 s, the connect timeout 5 s, no limit on the whole fetch's time, no minimum
@@ -363,6 +344,25 @@ enum filefetch_status filefetch_fetch_bytes(const char *host,
  * Thread-safe (any thread may free a buffer).
  */
 void filefetch_bytes_free(uint8_t *data);
+
+/**
+ * Returns a short, static, English description of a status code.
+ *
+ * Any value is accepted: one that is not a `filefetch_status` gives "unknown status".
+ * The string is never NULL, must not be freed, and stays valid for the life of the process.
+ * Thread-safe.
+ */
+const char *filefetch_strerror(int status);
+
+/**
+ * Returns the detailed message of the last failed call on the calling thread, for
+ * example "transfer incomplete: 10 of 20 bytes", or "" if no call has failed on it.
+ *
+ * Successful calls leave the message unchanged. The string is owned by the library: do not
+ * free it. It stays valid until the next call into the library on the same thread (copy it
+ * to keep it). Never NULL. Each thread has its own message.
+ */
+const char *filefetch_last_error(void);
 
 /**
  * Creates a server options handle with the defaults: serve the current directory on every

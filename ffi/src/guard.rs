@@ -132,7 +132,7 @@ mod tests {
         let status = guard(|| panic!("boom"));
         assert_eq!(status, filefetch_status::Panic);
         // SAFETY: filefetch_last_error returns a valid NUL-terminated string.
-        let message = unsafe { CStr::from_ptr(crate::error::filefetch_last_error()) };
+        let message = unsafe { CStr::from_ptr(crate::error::last_error_ptr()) };
         assert_eq!(message.to_str().unwrap(), "internal error: boom");
         assert_eq!(guard_or(7, || panic!("again")), 7);
     }

@@ -28,11 +28,12 @@
 mod error;
 mod fetch;
 mod guard;
+mod message;
 mod server;
 
 use std::ffi::c_char;
 
-pub use error::{filefetch_last_error, filefetch_status, filefetch_strerror};
+pub use error::filefetch_status;
 pub use fetch::{
     filefetch_bytes_free, filefetch_fetch, filefetch_fetch_bytes, filefetch_fetch_options,
     filefetch_fetch_options_free, filefetch_fetch_options_new,
@@ -43,6 +44,7 @@ pub use fetch::{
     filefetch_fetch_options_set_progress, filefetch_fetch_options_set_timeout_ms,
     filefetch_interrupt_callback, filefetch_progress_callback,
 };
+pub use message::{filefetch_last_error, filefetch_strerror};
 pub use server::{
     filefetch_serve, filefetch_server, filefetch_server_abort, filefetch_server_free,
     filefetch_server_options, filefetch_server_options_free, filefetch_server_options_new,

@@ -150,13 +150,14 @@ def run_server(
     stopping = False
     try:
         with server:
-            for host_shown, real_port in server.addresses:
-                print(
-                    f"Waiting for connection on {_shown(host_shown, real_port)}, "
-                    f"serving {os.path.abspath(root)}",
-                    flush=True,
-                )
+            # A Ctrl-C from the moment the address is shown is the first, graceful one.
             try:
+                for host_shown, real_port in server.addresses:
+                    print(
+                        f"Waiting for connection on {_shown(host_shown, real_port)}, "
+                        f"serving {os.path.abspath(root)}",
+                        flush=True,
+                    )
                 server.serve_forever()
             except KeyboardInterrupt:
                 stopping = True

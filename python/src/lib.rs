@@ -18,7 +18,7 @@ mod server;
 #[pymodule]
 #[pyo3(name = "_native")]
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    log::install();
+    log::install(m.py())?;
     m.add_function(wrap_pyfunction!(client::fetch, m)?)?;
     m.add_function(wrap_pyfunction!(client::fetch_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(server::serve, m)?)?;

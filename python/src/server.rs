@@ -78,14 +78,10 @@ fn finish(py: Python<'_>, server: BackgroundServer, how: Stop) -> PyResult<()> {
         Stop::Abort => server.abort(),
         Stop::Join => server.join(),
     });
-    stopped(py);
+    // The log records of the server's last connections are delivered before the stop
+    // returns (3 s at most, should a handler be stuck).
+    log::flush(py);
     result.map_err(|e| errors::to_py(py, e))
-}
-
-/// Runs once a server has stopped and its threads have ended, however it was stopped: the
-/// place for what must follow a stop (such as writing out log records still buffered).
-fn stopped(py: Python<'_>) {
-    let _ = py;
 }
 
 /// Serve the files under `root` on `port` until interrupted (Ctrl-C).
@@ -158,7 +154,9 @@ pub(crate) fn serve(
     );
     // Like the command: the first interrupt is a graceful shutdown, the second stops at once.
     // The line is logged from here, not through `tracing`, so that an interrupt raised while
-    // this thread writes it (in the logging module's Python code) is not lost.
+    // this thread writes it (in the logging module's Python code) is not lost. The records
+    // of earlier events, queued for the logging thread, come first.
+    log::flush(py);
     let mut interrupted = log::to_python(py, "filefetch::server", Level::INFO, &serving).err();
     if interrupted.is_some() {
         handle.shutdown();

@@ -12,7 +12,7 @@ use tokio::time::{timeout, timeout_at};
 
 use super::cache::FileCache;
 use super::confine::{check_name, OpenError, Resolver, Root};
-use super::send::{send_file, send_not_found, SendError};
+use super::send::{send_file, send_not_found, Paths, SendError};
 use super::socket::Sock;
 use crate::protocol::{DecodeError, RequestHeader, MAX_NAME_LEN, REQUEST_HEADER_LEN};
 use crate::sys;
@@ -24,7 +24,7 @@ pub(super) struct Ctx {
     pub(super) request_timeout: Duration,
     pub(super) send_timeout: Duration,
     pub(super) resolver: Resolver,
-    pub(super) zero_copy: bool,
+    pub(super) paths: Paths,
 }
 
 /// How one connection ended.
@@ -203,7 +203,7 @@ async fn exchange(sock: &mut Sock, ctx: &Ctx, start: Instant, record: &mut Recor
         Ok(found) => found,
         Err(refusal) => {
             record.status = Some(0);
-            return match send_not_found(sock, ctx.send_timeout, ctx.zero_copy).await {
+            return match send_not_found(sock, ctx.send_timeout, ctx.paths).await {
                 Ok(()) => refusal,
                 Err(e) => sent_outcome(e),
             };
@@ -216,7 +216,7 @@ async fn exchange(sock: &mut Sock, ctx: &Ctx, start: Instant, record: &mut Recor
         found.response.as_deref(),
         len,
         ctx.send_timeout,
-        ctx.zero_copy,
+        ctx.paths,
         &mut record.bytes,
     )
     .await
@@ -336,7 +336,7 @@ mod tests {
             request_timeout: Duration::from_secs(5),
             send_timeout: Duration::from_secs(5),
             resolver: Resolver::Native,
-            zero_copy: true,
+            paths: Paths::new(false),
         };
         let (mut sock, probe, mut client) = accepted();
         assert!(!quick_ack(&probe));

@@ -149,7 +149,7 @@ impl Server {
             } else {
                 Resolver::Native
             },
-            zero_copy: !config.portable(),
+            paths: send::Paths::new(config.portable()),
         });
         let (state, _) = watch::channel(State::Running);
         Ok(Server {

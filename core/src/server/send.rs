@@ -42,6 +42,26 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The system-specific send paths a server uses; the portable configuration turns both off.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Paths {
+    /// Large files go out with `sendfile` where the system has it.
+    pub(crate) sendfile: bool,
+    /// The last write of a response waits for the close that follows, to leave with the FIN
+    /// in one segment (see [`Sock::try_write_last`]).
+    pub(crate) hold: bool,
+}
+
+impl Paths {
+    /// Both paths on, or (`portable`) both off.
+    pub(crate) fn new(portable: bool) -> Paths {
+        Paths {
+            sendfile: !portable,
+            hold: !portable,
+        }
+    }
+}
+
 /// Why sending stopped early.
 #[derive(Debug)]
 pub(crate) enum SendError {
@@ -55,40 +75,38 @@ pub(crate) enum SendError {
     Io(io::Error),
 }
 
-/// Sends a StatusCode 0 response. With `hold`, the bytes wait for the close that follows (see
-/// [`Sock::try_write_last`]).
+/// Sends a StatusCode 0 response.
 pub(crate) async fn send_not_found(
     sock: &mut Sock,
     stall: Duration,
-    hold: bool,
+    paths: Paths,
 ) -> Result<(), SendError> {
-    write_all(sock, &ResponseHeader::NotFound.encode(), stall, hold).await
+    write_all(sock, &ResponseHeader::NotFound.encode(), stall, paths.hold).await
 }
 
 /// Sends StatusCode 1, `len`, and exactly `len` bytes of `file`, or `response` (that whole
 /// response, header included, read before) when given. `sent` counts file bytes that left,
-/// also when an error cuts the transfer short. With `fast`, large files go out with
-/// `sendfile` where the system has it, and the last write of a small one waits for the close
-/// that follows, to leave with the FIN in one segment.
+/// also when an error cuts the transfer short. `paths` says which system-specific ways out
+/// may be taken.
 pub(crate) async fn send_file(
     sock: &mut Sock,
     file: &File,
     response: Option<&[u8]>,
     len: u32,
     stall: Duration,
-    fast: bool,
+    paths: Paths,
     sent: &mut u64,
 ) -> Result<(), SendError> {
     let header = ResponseHeader::Found(len).encode();
     let len = u64::from(len);
     if let Some(response) = response {
         debug_assert_eq!(response.len() as u64, HEADER + len);
-        write_all(sock, response, stall, fast).await?;
+        write_all(sock, response, stall, paths.hold).await?;
         *sent = len;
         return Ok(());
     }
     let mut from = 0;
-    if fast && sys::SENDFILE && len > SMALL_FILE {
+    if paths.sendfile && sys::SENDFILE && len > SMALL_FILE {
         match send_zero_copy(sock, file, &header, len, stall, sent).await {
             // The file cannot be sent this way (its file system, say): the header is out,
             // the rest goes through the buffer.
@@ -96,7 +114,7 @@ pub(crate) async fn send_file(
             Ok(result) => return result,
         }
     }
-    send_buffered(sock, file, &header, len, from, stall, fast, sent).await
+    send_buffered(sock, file, &header, len, from, stall, paths.hold, sent).await
 }
 
 /// `sendfile` cannot send this file; nothing of it was sent.

@@ -1,14 +1,17 @@
 //! The server against misbehaving clients, spoken to in raw bytes: malformed headers,
 //! tricklers, clients that never read, floods past the connection limit. After each, a normal
 //! client is still served.
+//!
+//! `suite` runs the whole catalogue against one live server and checks, at the end, that it
+//! holds no connection (where the system's TCP table can be read).
 
-mod support;
-
+use crate::support::{pattern, raw, read_to_close, TestServer};
+use filefetch::{fetch_bytes, Error, FetchOptions, ServerConfig};
 use std::io::Write;
 use std::time::Duration;
 
-use filefetch::{fetch_bytes, Error, FetchOptions, ServerConfig};
-use support::{pattern, raw, read_to_close, TestServer};
+#[cfg(any(target_os = "linux", windows))]
+mod suite;
 
 fn still_serves(server: &TestServer) {
     server.put("probe.txt", b"alive");

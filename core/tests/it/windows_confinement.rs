@@ -3,15 +3,13 @@
 //! replace, rename and delete. Runs on Windows (under Wine in `tests/run-windows.sh`).
 #![cfg(windows)]
 
-mod support;
-
 use std::io::{Read, Write};
 use std::os::windows::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::support::{raw, TestServer};
 use filefetch::server::confine::{OpenError, Resolver, Root};
-use support::{raw, TestServer};
 
 /// Sends a request for `name` and returns the StatusCode the server answered with.
 fn status_of(server: &TestServer, name: &[u8]) -> u8 {

@@ -3,14 +3,14 @@
 //! leave nothing behind on failure. And the server reads a request whether it arrives with
 //! the connection or in pieces later.
 
-mod support;
-
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
+use crate::support::{
+    entries, found, pattern, raw, read_to_close, request, FakeServer, Step, TestServer,
+};
 use filefetch::{fetch, Error, Fetch, FetchOptions};
-use support::{entries, found, pattern, raw, read_to_close, request, FakeServer, Step, TestServer};
 
 const PATHS: [bool; 2] = [false, true];
 
@@ -158,7 +158,7 @@ fn reset_mid_body_is_incomplete_on_both_paths() {
             bytes.extend_from_slice(&[9u8; 20_000]);
             s.write_all(&bytes).unwrap();
             std::thread::sleep(Duration::from_millis(100));
-            support::reset(s.try_clone().unwrap());
+            crate::support::reset(s.try_clone().unwrap());
         });
         let out = tempfile::tempdir().unwrap();
         let opts = FetchOptions::builder()

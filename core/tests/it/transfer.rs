@@ -1,13 +1,11 @@
 //! Whole transfers over loopback: sizes, names, refusals, concurrency, both send paths.
 
-mod support;
-
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::support::{entries, pattern, TestServer};
 use filefetch::{fetch, fetch_bytes, Error, Fetch, FetchOptions};
-use support::{entries, pattern, TestServer};
 
 fn opts(dir: &Path) -> FetchOptions {
     FetchOptions::builder()
@@ -126,7 +124,7 @@ fn refused_names_look_missing() {
 /// No link out of the root is ever followed.
 #[test]
 fn symlinks_followed_only_inside_the_root() {
-    use support::{symlink_dir, symlink_file};
+    use crate::support::{symlink_dir, symlink_file};
     for portable in [false, true] {
         let server = TestServer::with(|c| c.portable(portable));
         let root = server.root.path();
@@ -224,7 +222,7 @@ fn dangling_symlink_destination_is_not_written_through() {
     server.put("a.txt", b"data");
     let out = tempfile::tempdir().unwrap();
     let target = out.path().join("target-does-not-exist");
-    if !support::symlink_file(&target, out.path().join("a.txt")) {
+    if !crate::support::symlink_file(&target, out.path().join("a.txt")) {
         println!("SKIPPED dangling_symlink_destination_is_not_written_through: no symbolic links");
         return;
     }
@@ -369,7 +367,7 @@ fn files_of_four_gib_or_more_are_refused() {
     let got = fetch_bytes("127.0.0.1", server.port(), "huge.img", &FetchOptions::new());
     assert!(matches!(got, Err(Error::NotFound { .. })), "{got:?}");
     // The largest describable size is announced as it is (read only the header).
-    let mut s = support::raw(server.addr());
+    let mut s = crate::support::raw(server.addr());
     std::io::Write::write_all(&mut s, b"\x49\x7e\x01\x00\x08fits.img").unwrap();
     let mut header = [0u8; 8];
     std::io::Read::read_exact(&mut s, &mut header).unwrap();

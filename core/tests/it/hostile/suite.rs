@@ -8,19 +8,17 @@
 //! table on Windows (`support::held_connections`); other systems have neither.
 #![cfg(any(target_os = "linux", windows))]
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::time::Duration;
 
-use filefetch::{fetch_bytes, FetchOptions};
-#[cfg(target_os = "linux")]
-use socket2::Socket;
-use support::{
+use crate::support::{
     assert_no_connection_held, pattern, raw, read_to_close, request, reset, server_panics,
     TestServer, NOT_FOUND,
 };
+use filefetch::{fetch_bytes, FetchOptions};
+#[cfg(target_os = "linux")]
+use socket2::Socket;
 
 /// The response a complete, valid request for `data` gets.
 fn response(data: &[u8]) -> Vec<u8> {
@@ -371,7 +369,7 @@ fn client_that_never_reads(suite: &Suite) {
         .unwrap();
     // The count sees this connection (the check below is not vacuous): checked before the
     // request, since the server may drop the stalled client soon after it.
-    assert!(support::held_connections(port) >= 1);
+    assert!(crate::support::held_connections(port) >= 1);
     (&c).write_all(&request(b"huge.bin")).unwrap();
     // Others are served meanwhile.
     suite.still_serves("a stalled client, meanwhile");
@@ -426,7 +424,7 @@ mod flood {
     fn flood_of_5000_connections_over_the_limit() {
         const FLOOD: usize = 5000;
         // Windows has no limit on open descriptors to raise.
-        let hard = support::raise_fd_limit();
+        let hard = crate::support::raise_fd_limit();
         #[cfg(windows)]
         let hard = u64::MAX;
         if hard < FLOOD as u64 + 1000 {

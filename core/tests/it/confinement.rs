@@ -9,12 +9,12 @@
 //! Where no symbolic link can be made (Wine; Windows without the privilege), the names that
 //! need one are left out, and the test says so.
 
-mod support;
-
 use std::fs;
 use std::path::Path;
 
-use support::{raw, read_to_close, request, symlink_dir, symlink_file, TestServer, NOT_FOUND};
+use crate::support::{
+    raw, read_to_close, request, symlink_dir, symlink_file, TestServer, NOT_FOUND,
+};
 
 /// Every file outside the root holds this marker; no response may contain it.
 const SECRET: &[u8] = b"SECRET-OUTSIDE";

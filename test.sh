@@ -31,6 +31,9 @@ done
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
+step "cargo package -p filefetch (the crate as crates.io would get it, built from the package)"
+cargo package -p filefetch --locked --allow-dirty
+
 step "Rust tests"
 cargo test --workspace --exclude filefetch-python --locked
 
@@ -51,6 +54,9 @@ step "Interoperability with the original scripts"
 # target/debug), so that only the command itself is compiled here.
 cargo build -p filefetch-cli --profile test --locked
 FILEFETCH_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/filefetch" python -m pytest -q tests/interop
+
+step "Scale-out: an S3-compatible store (moto), replicas behind HAProxy"
+bash tests/run-scaleout.sh
 
 if [ -f tests/run-python.sh ]; then
     step "Python package"

@@ -95,6 +95,18 @@ typedef enum filefetch_status {
      * `filefetch_fetch_options_set_max_size`; no data was read and nothing was left behind.
      */
     FILEFETCH_STATUS_TOO_LARGE = 12,
+    /**
+     * The write callback of `filefetch_fetch_to_callback` returned a count other than the
+     * length it was given; the transfer stopped there and nothing more was delivered. This
+     * status is the binding's own: it reports the caller's callback, not a kind of error of
+     * the library's.
+     */
+    FILEFETCH_STATUS_WRITE_ERROR = 13,
+    /**
+     * The data received does not have the SHA-256 digest it was expected to have; nothing
+     * was left behind. (Core's `ChecksumMismatch`; no C function asks for a digest yet.)
+     */
+    FILEFETCH_STATUS_CHECKSUM_MISMATCH = 14,
 } filefetch_status;
 
 /**
@@ -149,6 +161,18 @@ typedef int (*filefetch_progress_callback)(void *user_data, uint64_t received, u
  * not unwind through the library.
  */
 typedef int (*filefetch_interrupt_callback)(void *user_data);
+
+/**
+ * Receives the file's data as it arrives, for `filefetch_fetch_to_callback` (libcurl's
+ * `CURLOPT_WRITEFUNCTION`): `len` bytes at `data`, the next piece of the file in order.
+ *
+ * Return `len` to take them all. Any other value stops the transfer: the fetch returns
+ * `FILEFETCH_STATUS_WRITE_ERROR` and the callback is not called again. `data` is valid only
+ * during the call (copy what you keep); `len` is never 0, so an empty file gives no call.
+ * It is called on the thread that called the fetch function, with its `user_data`, and
+ * must not unwind (C++ exceptions, `longjmp`) through the library.
+ */
+typedef size_t (*filefetch_write_callback)(const uint8_t *data, size_t len, void *user_data);
 
 #ifdef __cplusplus
 extern "C" {
@@ -273,6 +297,22 @@ enum filefetch_status filefetch_fetch_options_set_max_size(struct filefetch_fetc
                                                            uint64_t max_size);
 
 /**
+ * Sets how many more times a fetch is tried when an attempt fails in a way the next may not
+ * (the host unreachable, the connection closed before the response or cut short, a
+ * timeout other than the whole-fetch limit), and the first wait in milliseconds, which
+ * doubles each time up to 10 s (0 and 250 by default). Each attempt starts afresh and leaves
+ * nothing behind; the whole-fetch limit (`filefetch_fetch_options_set_max_time_ms`) bounds
+ * every attempt and wait together. More than 100 retries gives
+ * `FILEFETCH_STATUS_INVALID_ARGUMENT` and leaves the setting as it was.
+ *
+ * `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+ * meanwhile.
+ */
+enum filefetch_status filefetch_fetch_options_set_retries(struct filefetch_fetch_options *options,
+                                                          uint32_t retries,
+                                                          uint32_t delay_ms);
+
+/**
  * Sets the progress callback and the `user_data` pointer passed to it; a NULL `callback`
  * removes it. `user_data` may be NULL and is never dereferenced by the library; it must
  * stay valid while fetches use these options.
@@ -338,6 +378,35 @@ enum filefetch_status filefetch_fetch_bytes(const char *host,
                                             const struct filefetch_fetch_options *options,
                                             uint8_t **out_data,
                                             size_t *out_len);
+
+/**
+ * Downloads the file `name` from `host`:`port` and hands its data to `write_callback` as it
+ * arrives, with `user_data` (which may be NULL), in order and without keeping a copy.
+ *
+ * Arguments are as for `filefetch_fetch`; the options' output path, overwrite and fsync
+ * settings do not apply, the others do: the progress callback is called beside the write
+ * callback (after each piece is written), the interrupt callback and the time limits stop
+ * the transfer, and a file larger than the maximum size gives `FILEFETCH_STATUS_TOO_LARGE`
+ * before any call to `write_callback`. Each piece is passed straight from the one buffer
+ * the library reads the socket into, as it is read.
+ *
+ * A return value of `write_callback` other than the length it was given stops the transfer
+ * with `FILEFETCH_STATUS_WRITE_ERROR`; `filefetch_last_error` then says how many bytes it
+ * took, of how many, at which offset. After any failure the callback may have received
+ * part of the file (everything before the failure, in order): it is the caller's to discard.
+ * On success `*out_size` receives the file's size, which is also the number of bytes
+ * delivered; on failure it is not written.
+ *
+ * No argument may be NULL except `user_data`. Blocks the calling thread until done.
+ * Thread-safe.
+ */
+enum filefetch_status filefetch_fetch_to_callback(const char *host,
+                                                  uint16_t port,
+                                                  const char *name,
+                                                  const struct filefetch_fetch_options *options,
+                                                  filefetch_write_callback write_callback,
+                                                  void *user_data,
+                                                  uint64_t *out_size);
 
 /**
  * Releases a buffer returned by `filefetch_fetch_bytes`. NULL is allowed and does nothing.
@@ -453,6 +522,18 @@ enum filefetch_status filefetch_server_options_set_send_timeout_ms(struct filefe
  */
 enum filefetch_status filefetch_server_options_set_grace_period_ms(struct filefetch_server_options *options,
                                                                    uint32_t grace_ms);
+
+/**
+ * Expects (`true`) every connection to start with a PROXY protocol header, v1 or v2, as
+ * HAProxy sends with `send-proxy` or `send-proxy-v2`: the log then names the client it
+ * carries. A connection without a valid header is closed without a response. Off by
+ * default; turn it on only behind such a balancer.
+ *
+ * `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+ * meanwhile.
+ */
+enum filefetch_status filefetch_server_options_set_proxy_protocol(struct filefetch_server_options *options,
+                                                                  bool proxy_protocol);
 
 /**
  * Sets the number of worker threads; 0 (the default) means one per CPU core. More than 1024

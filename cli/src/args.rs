@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use filefetch::config;
+use filefetch::{config, Sha256Digest};
 
 /// Shown after `--help`: the exit codes, which are part of the command's interface.
 const EXIT_CODES: &str = "\
@@ -21,7 +21,11 @@ Exit status:
     7    incomplete transfer
     8    cannot resolve the host or connect to it
     9    the file is larger than --max-size (nothing was read)
-    130  interrupted (SIGINT, SIGTERM, SIGHUP or SIGQUIT)";
+    10   the data does not have the SHA-256 digest asked for (nothing was kept)
+    130  interrupted (SIGINT, SIGTERM, SIGHUP or SIGQUIT)
+
+With several files, 0 means every file arrived; otherwise the status is 130 if
+interrupted, else that of the first failed file in the order the names were given.";
 
 /// Fetch a file from a server, or serve a directory, with the 0x497E
 /// FileRequest/FileResponse protocol.
@@ -37,7 +41,7 @@ pub enum Command {
     /// Serve the files beneath a directory.
     #[command(after_long_help = EXIT_CODES)]
     Serve(ServeArgs),
-    /// Download one file from a server.
+    /// Download files from a server.
     #[command(after_long_help = EXIT_CODES)]
     Fetch(FetchArgs),
 }
@@ -45,11 +49,14 @@ pub enum Command {
 /// Options of `filefetch serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Port to listen on (0: any free port).
+    /// Port to listen on (0: any free port). Under systemd's socket activation (LISTEN_FDS),
+    /// the sockets passed are served instead, and PORT and --bind are ignored.
     pub port: u16,
 
-    /// Directory to serve.
-    #[arg(long, value_name = "DIR", default_value = ".")]
+    /// Directory to serve, or an object store's URL (Linux builds): `s3://bucket/prefix`
+    /// (endpoint, region and credentials from AWS_ENDPOINT, AWS_REGION, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP), `file:///dir` or `memory://`.
+    #[arg(long, value_name = "DIR|URL", default_value = ".")]
     pub root: PathBuf,
 
     /// Address to listen on, combined with PORT; repeat for several (`::` for IPv6 and
@@ -86,6 +93,99 @@ pub struct ServeArgs {
     /// Use the portable code paths instead of system-specific fast ones.
     #[arg(long)]
     pub portable: bool,
+
+    /// Expect a PROXY protocol header (v1 or v2) before every request, as a load balancer
+    /// sends it (HAProxy: `send-proxy` or `send-proxy-v2`), and log the client it names as
+    /// the peer, with the load balancer as `via`. Connections without one are closed
+    /// unanswered. Only behind such a load balancer: a client reaching the server directly
+    /// could claim any address.
+    #[arg(long)]
+    pub proxy_protocol: bool,
+
+    /// `--allow` and `--deny`, in the order given.
+    #[command(flatten)]
+    pub access: AccessRules,
+
+    /// At most N connections at once from one client address (0: no limit); one more is
+    /// closed unanswered.
+    #[arg(long, value_name = "N", default_value_t = config::MAX_PER_ADDRESS)]
+    pub max_per_address: usize,
+
+    /// Send at most this many bytes a second on each connection (0: no limit).
+    #[arg(long, value_name = "BYTES", default_value_t = config::RATE_LIMIT)]
+    pub rate_limit: u64,
+
+    /// Send at most this many bytes a second over all connections together (0: no limit).
+    #[arg(long, value_name = "BYTES", default_value_t = config::TOTAL_RATE_LIMIT)]
+    pub total_rate_limit: u64,
+}
+
+/// The access rules of `filefetch serve`: `--allow CIDR` and `--deny CIDR`, repeatable, kept
+/// in the order given across both options (the first rule that matches decides, so the
+/// order matters; clap's derive would keep each option's values apart).
+#[derive(Debug, Default)]
+pub struct AccessRules(pub Vec<filefetch::server::AccessRule>);
+
+impl clap::FromArgMatches for AccessRules {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        use filefetch::server::{AccessRule, Cidr};
+        // Each rule with its place on the command line.
+        let mut rules: Vec<(usize, AccessRule)> = Vec::new();
+        let mut add = |id: &str, rule: fn(Cidr) -> AccessRule| {
+            if let (Some(nets), Some(at)) = (matches.get_many::<Cidr>(id), matches.indices_of(id)) {
+                rules.extend(at.zip(nets.map(|&net| rule(net))));
+            }
+        };
+        add("allow", AccessRule::Allow);
+        add("deny", AccessRule::Deny);
+        rules.sort_by_key(|&(at, _)| at);
+        Ok(AccessRules(
+            rules.into_iter().map(|(_, rule)| rule).collect(),
+        ))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for AccessRules {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let rule = |id: &'static str, help: &'static str| {
+            clap::Arg::new(id)
+                .long(id)
+                .value_name("CIDR")
+                .action(clap::ArgAction::Append)
+                .value_parser(cidr)
+                .help(help)
+        };
+        cmd.arg(rule(
+            "allow",
+            "Serve clients in this network (10.0.0.0/8, 2001:db8::/32, or one address); \
+             repeatable. Rules are checked in the order given, --allow and --deny alike, and \
+             the first that matches decides; a client that none matches is refused if there \
+             is any --allow, served otherwise. The client is the one a PROXY header names \
+             with --proxy-protocol",
+        ))
+        .arg(rule(
+            "deny",
+            "Close connections from clients in this network without a response; repeatable \
+             (see --allow for the order)",
+        ))
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+/// Parses a network for `--allow` and `--deny` by the library's rules.
+fn cidr(text: &str) -> Result<filefetch::server::Cidr, String> {
+    text.parse().map_err(|e| match e {
+        filefetch::Error::InvalidOption { problem, .. } => problem,
+        other => other.to_string(),
+    })
 }
 
 /// Options of `filefetch fetch`.
@@ -98,11 +198,23 @@ pub struct FetchArgs {
     #[arg(value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
 
-    /// Name of the file on the server.
-    pub name: String,
+    /// Names of the files on the server. Several are fetched at once, each over its own
+    /// connection (see --jobs).
+    #[arg(value_name = "NAME", required_unless_present = "from")]
+    pub names: Vec<String>,
+
+    /// Also fetch the names listed in FILE, one a line (`-`: standard input); blank lines
+    /// are skipped, and a line's trailing carriage return is ignored.
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<PathBuf>,
+
+    /// Files fetched at once, each over its own connection (1 to 64).
+    #[arg(short, long, value_name = "N", default_value_t = filefetch::client::JOBS)]
+    pub jobs: usize,
 
     /// Where to write the file (default: the name's last component, in the current
-    /// directory); an existing directory receives the file under that last component.
+    /// directory); an existing directory receives the file under that last component. With
+    /// several names it must be an existing directory.
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
 
@@ -136,9 +248,46 @@ pub struct FetchArgs {
     #[arg(long, value_name = "BYTES")]
     pub max_size: Option<u64>,
 
-    /// Print neither a progress bar nor the success line; errors are still reported.
+    /// Try up to N more times when an attempt fails in a way the next may not: the host
+    /// unreachable, the connection closed before the response or cut short, a timeout
+    /// (not --max-time's, which bounds all the attempts together). Each attempt starts
+    /// afresh and nothing partial is kept; a line on stderr reports each retry (unless
+    /// --quiet).
+    #[arg(long = "retry", value_name = "N", default_value_t = 0)]
+    pub retries: u32,
+
+    /// Seconds to wait before the first retry; each later wait doubles, up to 10 s.
+    #[arg(long, value_name = "SECS", default_value = "0.25", value_parser = secs("retry_delay"))]
+    pub retry_delay: Duration,
+
+    /// Check the file against this SHA-256 digest (64 hexadecimal digits; one NAME only).
+    /// A file with another digest fails with exit status 10 and nothing is kept (an
+    /// existing destination stays as it was, even with --overwrite).
+    #[arg(long, value_name = "HEX", value_parser = sha256_digest)]
+    pub sha256: Option<Sha256Digest>,
+
+    /// Check each file against its digest in SUMS, a list as `sha256sum` writes it
+    /// (`<hex>  <name>` or `<hex> *<name>`), looked up under the requested name, then under
+    /// its last component. A name missing from the list is a usage error, before anything
+    /// is fetched.
+    #[arg(long, value_name = "SUMS", conflicts_with = "sha256")]
+    pub sha256_file: Option<PathBuf>,
+
+    /// Print each file's SHA-256 digest as `sha256sum` does (`<hex>  <path>`) instead of
+    /// the "received" line. A digest is computed as the data arrives, on the buffered
+    /// receive path (Linux's zero-copy `splice` does not bring the data into the process).
+    #[arg(long)]
+    pub print_sha256: bool,
+
+    /// Print no progress, no "received" lines and no summary (--print-sha256's lines still
+    /// are); errors are still reported.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// A SHA-256 digest in hexadecimal, parsed by the library.
+fn sha256_digest(text: &str) -> Result<Sha256Digest, String> {
+    text.parse().map_err(|e: filefetch::Error| e.to_string())
 }
 
 /// A parser of a number of seconds (fractions allowed, "0.5") for the setting `option`,
@@ -161,6 +310,42 @@ mod tests {
     #[test]
     fn command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn access_rules_keep_the_order_given() {
+        let cli = Cli::try_parse_from([
+            "filefetch",
+            "serve",
+            "0",
+            "--deny",
+            "10.0.0.5",
+            "--allow",
+            "10.0.0.0/8",
+            "--deny",
+            "::1",
+            "--allow",
+            "192.0.2.7",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        let shown: Vec<String> = args.access.0.iter().map(|r| r.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "deny 10.0.0.5/32",
+                "allow 10.0.0.0/8",
+                "deny ::1/128",
+                "allow 192.0.2.7/32"
+            ]
+        );
+        let bad = Cli::try_parse_from(["filefetch", "serve", "0", "--allow", "10.1.0.0/8"]);
+        assert!(bad
+            .unwrap_err()
+            .to_string()
+            .contains("the network is 10.0.0.0/8"));
     }
 
     #[test]

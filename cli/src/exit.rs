@@ -12,7 +12,12 @@
 //! | 7    | incomplete transfer |
 //! | 8    | cannot resolve the host or connect to it |
 //! | 9    | the file is larger than `--max-size` |
+//! | 10   | the data does not have the SHA-256 digest asked for (nothing was kept) |
 //! | 130  | interrupted (SIGINT, SIGTERM, SIGHUP or SIGQUIT) |
+//!
+//! With several files, 0 means every file arrived; otherwise the status is 130 if the
+//! command was interrupted, else that of the first failed file in the order the names were
+//! given (as `wget` reports one failure's status), in [`Exit::for_many`].
 //!
 //! A library error's code comes from its [`ErrorKind`] alone, in [`Exit::for_kind`]; the
 //! README's error table lists it beside the C status and the Python exception.
@@ -36,6 +41,7 @@ pub enum Exit {
     Incomplete = 7,
     Unreachable = 8,
     TooLarge = 9,
+    ChecksumMismatch = 10,
     Interrupted = 130,
 }
 
@@ -50,10 +56,25 @@ impl Exit {
             ErrorKind::Protocol => Exit::Protocol,
             ErrorKind::Incomplete => Exit::Incomplete,
             ErrorKind::TooLarge => Exit::TooLarge,
+            ErrorKind::ChecksumMismatch => Exit::ChecksumMismatch,
             ErrorKind::InvalidArgument => Exit::Usage,
             ErrorKind::Local | ErrorKind::Aborted => Exit::Other,
             ErrorKind::Interrupted => Exit::Interrupted,
         }
+    }
+
+    /// The exit status for the kinds of the failed files of a list, in the order the names
+    /// were given: success when there are none, [`Exit::Interrupted`] when one was
+    /// interrupted, else the first one's.
+    pub fn for_many(failed: impl IntoIterator<Item = ErrorKind> + Clone) -> Exit {
+        if failed
+            .clone()
+            .into_iter()
+            .any(|kind| kind == ErrorKind::Interrupted)
+        {
+            return Exit::Interrupted;
+        }
+        failed.into_iter().next().map_or(Exit::Ok, Exit::for_kind)
     }
 }
 
@@ -82,17 +103,22 @@ impl Failure {
 
 impl From<Error> for Failure {
     fn from(error: Error) -> Failure {
-        let mut message = error.to_string();
-        if matches!(error, Error::ServerClosed) {
-            message.push_str(
-                " (the original server.py closes the connection this way when it has no such file)",
-            );
-        }
         Failure {
             exit: Exit::for_kind(error.kind()),
-            message,
+            message: describe(&error),
         }
     }
+}
+
+/// The one-line report of a library error, with a hint where one helps.
+pub fn describe(error: &Error) -> String {
+    let mut message = error.to_string();
+    if matches!(error, Error::ServerClosed) {
+        message.push_str(
+            " (the original server.py closes the connection this way when it has no such file)",
+        );
+    }
+    message
 }
 
 impl fmt::Display for Failure {
@@ -118,6 +144,7 @@ mod tests {
             (Exit::Incomplete, 7),
             (Exit::Unreachable, 8),
             (Exit::TooLarge, 9),
+            (Exit::ChecksumMismatch, 10),
             (Exit::Interrupted, 130),
         ];
         for (exit, code) in all {
@@ -156,6 +183,21 @@ mod tests {
                     .collect()
             })
             .collect()
+    }
+
+    #[test]
+    fn many_files_exit_with_the_first_failure_or_the_interrupt() {
+        use ErrorKind as K;
+        assert_eq!(Exit::for_many([]), Exit::Ok);
+        assert_eq!(Exit::for_many([K::NotFound]), Exit::NotFound);
+        assert_eq!(
+            Exit::for_many([K::ChecksumMismatch, K::NotFound]),
+            Exit::ChecksumMismatch
+        );
+        assert_eq!(
+            Exit::for_many([K::NotFound, K::Interrupted, K::Local]),
+            Exit::Interrupted
+        );
     }
 
     #[test]

@@ -1,20 +1,8 @@
 //! The `filefetch` command: serve a directory, or fetch a file, over the 0x497E
 //! FileRequest/FileResponse protocol.
 //!
-//! Exit status (also shown by `filefetch --help`):
-//!
-//! | code | meaning |
-//! |------|---------|
-//! | 0    | success |
-//! | 1    | local I/O or other error (including a port that cannot be listened on) |
-//! | 2    | usage error (bad arguments, invalid file name) |
-//! | 3    | the server has no such file (StatusCode 0) |
-//! | 4    | the destination exists (it is left untouched) |
-//! | 5    | timed out |
-//! | 6    | protocol error: malformed response, truncated header, excess data, server closed without a response |
-//! | 7    | incomplete transfer |
-//! | 8    | cannot resolve the host or connect to it |
-//! | 130  | interrupted (SIGINT or SIGTERM) |
+//! The exit status says what kind of failure ended the command: `exit.rs` maps each kind
+//! of library error to its code (the README's error table), and `filefetch --help` lists them.
 
 mod args;
 mod exit;

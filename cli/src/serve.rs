@@ -1,8 +1,9 @@
-//! `filefetch serve`: bind, announce the addresses, log each connection, stop on a signal.
+//! `filefetch serve`: bind (or take the sockets systemd passed), announce the addresses, log
+//! each connection, stop on a signal.
 
 use std::fmt::Write as _;
 use std::io::{self, IsTerminal};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::Duration;
@@ -25,6 +26,8 @@ const EXIT_FLUSH_LIMIT: Duration = Duration::from_millis(200);
 
 /// Runs the server until SIGINT or SIGTERM and the graceful shutdown that follows.
 pub fn run(args: ServeArgs) -> Result<(), Failure> {
+    // First, while this is the only thread: it takes the variables out of the environment.
+    let inherited = inherited_listeners()?;
     let log = init_logging();
     // However `serve` returns (after a graceful shutdown, with an error such as a port that
     // cannot be listened on, or by a panic), the lines logged so far are written first.
@@ -45,19 +48,39 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         .threads(args.threads)
         .file_cache(args.file_cache)
         .portable(args.portable)
+        .proxy_protocol(args.proxy_protocol)
+        .max_per_address(args.max_per_address)
+        .rate_limit(args.rate_limit)
+        .total_rate_limit(args.total_rate_limit);
+    let config = args
+        .access
+        .0
+        .iter()
+        .fold(config, |config, &rule| config.access_rule(rule))
         .build()?;
     // The first signal is a graceful shutdown and the second an immediate exit, both handled
     // by `watch_signals`; the third exits from the signal handler itself, should the second
     // not have managed to.
     let interrupt = Interrupt::install(3)
         .map_err(|e| Failure::new(Exit::Other, format!("cannot handle signals: {e}")))?;
-    let server = Server::bind_all(&addrs, config)?;
+    let activated = inherited.as_ref().map(Vec::len);
+    let server = match inherited {
+        Some(listeners) => Server::from_listeners(listeners, config)?,
+        None => Server::bind_all(&addrs, config)?,
+    };
     watch_signals(interrupt, server.handle(), args.grace_period, log.clone());
 
     // Through the log, so that they come after any line logged before them, and written at
     // once: people and scripts wait for them.
     let root = display_root(&args.root);
     let mut lines = String::new();
+    if let Some(n) = activated {
+        let _ = writeln!(
+            lines,
+            "socket activation: serving on the {n} socket(s) systemd passed; PORT and --bind \
+             are ignored"
+        );
+    }
     for addr in server.local_addrs() {
         let _ = writeln!(lines, "listening on {addr} (root: {})", root.display());
     }
@@ -75,11 +98,34 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// One line per event on stdout, with timestamps; `RUST_LOG` overrides the `info` default.
+/// The listening sockets systemd passed (socket activation), if it passed any to this
+/// process; the variables that said so are removed from the environment.
+#[cfg(unix)]
+fn inherited_listeners() -> Result<Option<Vec<TcpListener>>, Failure> {
+    Ok(filefetch::server::systemd_listeners()?)
+}
+
+/// No socket activation here: say so rather than listen elsewhere than the service manager
+/// meant.
+#[cfg(not(unix))]
+fn inherited_listeners() -> Result<Option<Vec<TcpListener>>, Failure> {
+    if std::env::var_os("LISTEN_FDS").is_some() {
+        return Err(Failure::new(
+            Exit::Usage,
+            "LISTEN_FDS is set, but socket activation is not supported on this system",
+        ));
+    }
+    Ok(None)
+}
+
+/// One line per event on stdout, with timestamps: the server's own events from `info` up,
+/// other libraries' (the object store's client retrying, say) only from `warn` up, so that
+/// the log stays one line per connection. `RUST_LOG` overrides this.
 /// Lines are written in batches unless stdout is a terminal (see [`LogBuf`]).
 fn init_logging() -> LogBuf {
     let log = LogBuf::stdout();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,filefetch=info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(log.clone())
@@ -134,6 +180,10 @@ fn wait_for_signals(interrupt: &Interrupt, count: usize) {
 
 /// The root as an absolute path, for the startup lines.
 fn display_root(root: &Path) -> PathBuf {
+    if root.to_string_lossy().contains("://") {
+        // An object store's URL, shown as given.
+        return root.to_path_buf();
+    }
     root.canonicalize()
         .or_else(|_| std::path::absolute(root))
         .unwrap_or_else(|_| root.to_path_buf())

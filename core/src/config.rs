@@ -17,6 +17,14 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The window a minimum transfer rate is measured over when none is given (curl's
 /// `--speed-time` default).
 pub const MIN_RATE_WINDOW: Duration = Duration::from_secs(30);
+/// Further attempts a failed fetch makes: none unless asked for.
+pub const RETRIES: u32 = 0;
+/// The wait before the first retry; each later wait doubles, up to [`RETRY_DELAY_CAP`].
+pub const RETRY_DELAY: Duration = Duration::from_millis(250);
+/// The longest wait between attempts (unless the first wait asked for is longer).
+pub const RETRY_DELAY_CAP: Duration = Duration::from_secs(10);
+/// The most retries a fetch can be asked for.
+pub const MAX_RETRIES: u32 = 100;
 
 /// Connections a server handles at once; more wait in the listen backlog.
 pub const MAX_CONNECTIONS: usize = 10_000;
@@ -30,6 +38,12 @@ pub const GRACE_PERIOD: Duration = Duration::from_secs(10);
 pub const FILE_CACHE: Duration = Duration::from_secs(1);
 /// Server worker threads: 0 means one per CPU core.
 pub const THREADS: usize = 0;
+/// Connections at once from one client address: 0, no limit.
+pub const MAX_PER_ADDRESS: usize = 0;
+/// Bytes a second one connection may send: 0, no limit.
+pub const RATE_LIMIT: u64 = 0;
+/// Bytes a second the whole server may send: 0, no limit.
+pub const TOTAL_RATE_LIMIT: u64 = 0;
 
 /// The longest duration any setting accepts: one year. Deadlines are counted from "now", so a
 /// bound keeps every sum within what the clocks can hold on any system.

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::client::Sha256Digest;
 use crate::protocol::DecodeError;
 
 /// What went wrong in a fetch or while starting a server.
@@ -80,6 +81,16 @@ pub enum Error {
         /// The configured maximum.
         limit: u64,
     },
+    /// The data received does not have the SHA-256 digest it was expected to have
+    /// ([`Fetch::expect_sha256`](crate::Fetch::expect_sha256)); no file was left behind,
+    /// and an existing destination was not replaced.
+    #[error("checksum mismatch: expected sha256 {expected}, received {actual}")]
+    ChecksumMismatch {
+        /// The digest asked for.
+        expected: Sha256Digest,
+        /// The digest of what arrived.
+        actual: Sha256Digest,
+    },
     /// The host name could not be resolved.
     #[error("cannot resolve host {host}: {source}")]
     Resolve {
@@ -141,6 +152,8 @@ pub enum ErrorKind {
     Incomplete,
     /// The file is larger than the configured maximum.
     TooLarge,
+    /// The data received does not have the expected checksum.
+    ChecksumMismatch,
     /// An argument or setting was refused (a bad name, a value out of range).
     InvalidArgument,
     /// A local file or socket operation failed.
@@ -153,7 +166,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in the order of the documentation's table.
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 12] = [
         ErrorKind::NotFound,
         ErrorKind::DestinationExists,
         ErrorKind::TimedOut,
@@ -161,6 +174,7 @@ impl ErrorKind {
         ErrorKind::Protocol,
         ErrorKind::Incomplete,
         ErrorKind::TooLarge,
+        ErrorKind::ChecksumMismatch,
         ErrorKind::InvalidArgument,
         ErrorKind::Local,
         ErrorKind::Aborted,
@@ -289,6 +303,7 @@ impl Error {
             | Error::ExcessData { .. } => ErrorKind::Protocol,
             Error::Incomplete { .. } => ErrorKind::Incomplete,
             Error::TooLarge { .. } => ErrorKind::TooLarge,
+            Error::ChecksumMismatch { .. } => ErrorKind::ChecksumMismatch,
             Error::InvalidName { .. } | Error::InvalidOption { .. } => ErrorKind::InvalidArgument,
             Error::Bind { .. } | Error::Io { .. } => ErrorKind::Local,
             Error::Aborted => ErrorKind::Aborted,

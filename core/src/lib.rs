@@ -8,6 +8,9 @@
 //! - [`Fetch`] downloads into a local file, atomically and never over an existing one, or
 //!   into memory or any writer; [`fetch`], [`fetch_bytes`] and [`fetch_to_writer`] are the
 //!   one-line forms.
+//! - [`FetchMany`] (or [`fetch_many`]) fetches a list of files, several at a time.
+//! - A fetch checks its data against a SHA-256 digest ([`Fetch::expect_sha256`], from the
+//!   hexadecimal [`Sha256Digest`] or a `sha256sum` list, [`Sha256Sums`]) or reports it.
 //! - [`Server`] serves a directory to many clients at once, confined to that directory.
 //! - Every failure is an [`Error`]; [`Error::kind`] sorts it into the few [`ErrorKind`]s a
 //!   caller reacts to.
@@ -40,6 +43,8 @@
 //! # Ok::<(), filefetch::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod client;
 pub mod config;
 mod error;
@@ -48,8 +53,8 @@ pub mod server;
 mod sys;
 
 pub use client::{
-    fetch, fetch_bytes, fetch_to_writer, Fetch, FetchOptions, FetchOptionsBuilder, Fetched,
-    Response,
+    fetch, fetch_bytes, fetch_many, fetch_to_writer, Fetch, FetchMany, FetchOptions,
+    FetchOptionsBuilder, Fetched, Response, Sha256Digest, Sha256Sums,
 };
 pub use error::{Error, ErrorKind, NameProblem, Result, TimeoutPhase};
 pub use server::{BackgroundServer, Server, ServerConfig, ServerConfigBuilder, ServerHandle};

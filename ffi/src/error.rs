@@ -5,6 +5,11 @@
 //! [`ErrorKind`] in one exhaustive `match`, so a new kind does not compile until it has a
 //! status. The README's error table lists the same mapping beside the command's exit codes
 //! and the Python exceptions; a test checks the two agree.
+//!
+//! One status is the binding's own, not core's: `WriteError`, for a write callback of
+//! `filefetch_fetch_to_callback` that refuses data. Core never sees a C callback; to core it
+//! is a writer that failed, an error of kind `Local` like a full disk, and only the binding
+//! knows the caller's own callback said stop ([`Failure::write_refused`]).
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, CString};
@@ -54,6 +59,14 @@ pub enum filefetch_status {
     /// The server announced a file larger than the maximum size set with
     /// `filefetch_fetch_options_set_max_size`; no data was read and nothing was left behind.
     TooLarge = 12,
+    /// The write callback of `filefetch_fetch_to_callback` returned a count other than the
+    /// length it was given; the transfer stopped there and nothing more was delivered. This
+    /// status is the binding's own: it reports the caller's callback, not a kind of error of
+    /// the library's.
+    WriteError = 13,
+    /// The data received does not have the SHA-256 digest it was expected to have; nothing
+    /// was left behind. (Core's `ChecksumMismatch`; no C function asks for a digest yet.)
+    ChecksumMismatch = 14,
 }
 
 impl filefetch_status {
@@ -67,6 +80,7 @@ impl filefetch_status {
             ErrorKind::Protocol => Self::Protocol,
             ErrorKind::Incomplete => Self::Incomplete,
             ErrorKind::TooLarge => Self::TooLarge,
+            ErrorKind::ChecksumMismatch => Self::ChecksumMismatch,
             ErrorKind::InvalidArgument => Self::InvalidArgument,
             ErrorKind::Local => Self::Io,
             ErrorKind::Aborted => Self::Aborted,
@@ -89,6 +103,8 @@ impl filefetch_status {
             10 => Self::Interrupted,
             11 => Self::Panic,
             12 => Self::TooLarge,
+            13 => Self::WriteError,
+            14 => Self::ChecksumMismatch,
             _ => return None,
         })
     }
@@ -107,6 +123,19 @@ impl Failure {
         Failure {
             status: filefetch_status::InvalidArgument,
             message: message.into(),
+        }
+    }
+
+    /// The caller's write callback took `taken` of the `offered` bytes given to it at byte
+    /// `offset` of the file: `WRITE_ERROR`. Decided here, not from core's `ErrorKind`,
+    /// because core sees only a writer that failed.
+    pub(crate) fn write_refused(taken: usize, offered: usize, offset: u64) -> Self {
+        Failure {
+            status: filefetch_status::WriteError,
+            message: format!(
+                "write callback took {taken} of {offered} bytes at offset {offset}; \
+                 transfer stopped"
+            ),
         }
     }
 }
@@ -145,9 +174,10 @@ pub(crate) mod tests {
     use filefetch::{NameProblem, TimeoutPhase};
 
     /// The highest status value; a new status raises it.
-    pub(crate) const LAST: c_int = filefetch_status::TooLarge as c_int;
+    pub(crate) const LAST: c_int = filefetch_status::ChecksumMismatch as c_int;
 
-    /// Every status but success and a caught panic is what some kind of error gives.
+    /// Every status but success, a caught panic and the binding's own write-callback
+    /// refusal is what some kind of error gives.
     #[test]
     fn every_failure_status_comes_from_a_kind() {
         let reached: HashSet<c_int> = ErrorKind::ALL
@@ -156,7 +186,10 @@ pub(crate) mod tests {
             .collect();
         for value in 0..=LAST {
             let status = filefetch_status::from_int(value).unwrap();
-            let expected = !matches!(status, filefetch_status::Ok | filefetch_status::Panic);
+            let expected = !matches!(
+                status,
+                filefetch_status::Ok | filefetch_status::Panic | filefetch_status::WriteError
+            );
             assert_eq!(reached.contains(&value), expected, "{status:?}");
         }
     }

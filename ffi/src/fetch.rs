@@ -1,18 +1,23 @@
-//! The client side: the fetch options handle, fetching to a file, fetching into memory.
+//! The client side: the fetch options handle, fetching to a file, into memory, or to a
+//! write callback as the data arrives.
 //!
 //! The handle holds core's `FetchOptionsBuilder`; each setter checks its value with core's
 //! rules (`filefetch::config`) and reports core's error, and each fetch builds the options,
 //! so core decides what is valid.
 
 use std::ffi::{c_char, c_int, c_void};
+use std::io;
 use std::ops::ControlFlow;
 use std::ptr::NonNull;
 use std::time::Duration;
 
+use filefetch::config::{self, check_count};
 use filefetch::{Error, Fetch, FetchOptions, FetchOptionsBuilder};
 
 use crate::error::{filefetch_status, Failure};
-use crate::guard::{duration_ms, guard, guard_or, non_null, try_mut, try_ref, try_str, write_out};
+use crate::guard::{
+    duration_ms, guard, guard_or, non_null, required, try_mut, try_ref, try_str, write_out,
+};
 
 /// Called as data arrives with the bytes received so far and the file's total size.
 ///
@@ -33,6 +38,17 @@ pub type filefetch_progress_callback =
 /// not unwind through the library.
 pub type filefetch_interrupt_callback =
     Option<unsafe extern "C" fn(user_data: *mut c_void) -> c_int>;
+
+/// Receives the file's data as it arrives, for `filefetch_fetch_to_callback` (libcurl's
+/// `CURLOPT_WRITEFUNCTION`): `len` bytes at `data`, the next piece of the file in order.
+///
+/// Return `len` to take them all. Any other value stops the transfer: the fetch returns
+/// `FILEFETCH_STATUS_WRITE_ERROR` and the callback is not called again. `data` is valid only
+/// during the call (copy what you keep); `len` is never 0, so an empty file gives no call.
+/// It is called on the thread that called the fetch function, with its `user_data`, and
+/// must not unwind (C++ exceptions, `longjmp`) through the library.
+pub type filefetch_write_callback =
+    Option<unsafe extern "C" fn(data: *const u8, len: usize, user_data: *mut c_void) -> usize>;
 
 /// How fetches behave: destination, overwriting, timeouts and time limits, maximum size,
 /// callbacks. Opaque.
@@ -307,6 +323,30 @@ pub extern "C" fn filefetch_fetch_options_set_max_size(
     })
 }
 
+/// Sets how many more times a fetch is tried when an attempt fails in a way the next may not
+/// (the host unreachable, the connection closed before the response or cut short, a
+/// timeout other than the whole-fetch limit), and the first wait in milliseconds, which
+/// doubles each time up to 10 s (0 and 250 by default). Each attempt starts afresh and leaves
+/// nothing behind; the whole-fetch limit (`filefetch_fetch_options_set_max_time_ms`) bounds
+/// every attempt and wait together. More than 100 retries gives
+/// `FILEFETCH_STATUS_INVALID_ARGUMENT` and leaves the setting as it was.
+///
+/// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+/// meanwhile.
+#[no_mangle]
+pub extern "C" fn filefetch_fetch_options_set_retries(
+    options: *mut filefetch_fetch_options,
+    retries: u32,
+    delay_ms: u32,
+) -> filefetch_status {
+    set(options, |options| {
+        check_count("retries", retries as usize, 0, config::MAX_RETRIES as usize)?;
+        let delay = duration_ms("retry_delay", delay_ms.into(), false)?;
+        options.update(|b| b.retries(retries).retry_delay(delay));
+        Ok(())
+    })
+}
+
 /// Sets the progress callback and the `user_data` pointer passed to it; a NULL `callback`
 /// removes it. `user_data` may be NULL and is never dereferenced by the library; it must
 /// stay valid while fetches use these options.
@@ -470,6 +510,105 @@ pub extern "C" fn filefetch_fetch_bytes(
     })
 }
 
+/// Downloads the file `name` from `host`:`port` and hands its data to `write_callback` as it
+/// arrives, with `user_data` (which may be NULL), in order and without keeping a copy.
+///
+/// Arguments are as for `filefetch_fetch`; the options' output path, overwrite and fsync
+/// settings do not apply, the others do: the progress callback is called beside the write
+/// callback (after each piece is written), the interrupt callback and the time limits stop
+/// the transfer, and a file larger than the maximum size gives `FILEFETCH_STATUS_TOO_LARGE`
+/// before any call to `write_callback`. Each piece is passed straight from the one buffer
+/// the library reads the socket into, as it is read.
+///
+/// A return value of `write_callback` other than the length it was given stops the transfer
+/// with `FILEFETCH_STATUS_WRITE_ERROR`; `filefetch_last_error` then says how many bytes it
+/// took, of how many, at which offset. After any failure the callback may have received
+/// part of the file (everything before the failure, in order): it is the caller's to discard.
+/// On success `*out_size` receives the file's size, which is also the number of bytes
+/// delivered; on failure it is not written.
+///
+/// No argument may be NULL except `user_data`. Blocks the calling thread until done.
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn filefetch_fetch_to_callback(
+    host: *const c_char,
+    port: u16,
+    name: *const c_char,
+    options: *const filefetch_fetch_options,
+    write_callback: filefetch_write_callback,
+    user_data: *mut c_void,
+    out_size: *mut u64,
+) -> filefetch_status {
+    guard(|| {
+        // SAFETY: per this function's documented contract.
+        let request = unsafe { Request::new(host, port, name, options) }?;
+        let function = required(write_callback, "write_callback")?;
+        let out = non_null(out_size, "out_size")?;
+        let opts = request.options;
+        let built = opts.build()?;
+        let mut writer = CallbackWriter {
+            function,
+            user_data,
+            delivered: 0,
+            refused: None,
+        };
+        let fetched = Fetch::new(request.host, request.port, request.name)
+            .options(&built)
+            .progress(|received, total| opts.progress(received, total))
+            .to_writer(&mut writer);
+        // A refusal reaches core as a writer's I/O error; the status is the callback's.
+        if let Some((taken, offered, offset)) = writer.refused {
+            return Err(Failure::write_refused(taken, offered, offset));
+        }
+        let size = fetched?;
+        // SAFETY: `out` is not NULL and points to a caller-provided uint64_t.
+        unsafe { write_out(out, size) };
+        Ok(())
+    })
+}
+
+/// The caller's write callback as a `std::io::Write`, so core's `to_writer` drives it.
+///
+/// A short (or long) count is not a partial write to retry: the callback has refused, so
+/// `write` records it and fails, and every later call fails the same way without calling
+/// the callback again.
+struct CallbackWriter {
+    function: unsafe extern "C" fn(*const u8, usize, *mut c_void) -> usize,
+    user_data: *mut c_void,
+    /// Bytes the callback has taken so far: the offset of the next piece.
+    delivered: u64,
+    /// `(taken, offered, offset)` of the call that refused.
+    refused: Option<(usize, usize, u64)>,
+}
+
+impl io::Write for CallbackWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.refused.is_some() {
+            return Err(io::Error::other("the write callback refused earlier data"));
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        // SAFETY: the caller supplied this function and user_data for this fetch; `buf` is
+        // valid for `buf.len()` bytes during the call, as the header says.
+        let taken = unsafe { (self.function)(buf.as_ptr(), buf.len(), self.user_data) };
+        if taken != buf.len() {
+            self.refused = Some((taken, buf.len(), self.delivered));
+            // Not `Interrupted`, which `write_all` would retry.
+            return Err(io::Error::other(format!(
+                "write callback took {taken} of {} bytes",
+                buf.len()
+            )));
+        }
+        self.delivered += buf.len() as u64;
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A buffer from the C allocator, so the caller can hold it without any Rust allocator
 /// bookkeeping and `filefetch_bytes_free` needs no length. Freed when dropped, unless handed
 /// over with `into_raw`.
@@ -527,4 +666,53 @@ pub extern "C" fn filefetch_bytes_free(data: *mut u8) {
         // only once, per the contract; free(NULL) does nothing.
         unsafe { libc::free(data.cast()) }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// Takes the first piece whole and half of every later one; counts its calls in the
+    /// `usize` behind `user_data`.
+    unsafe extern "C" fn take_half_after_one(
+        _data: *const u8,
+        len: usize,
+        user_data: *mut c_void,
+    ) -> usize {
+        // SAFETY: the test passes a pointer to a live `usize` that nothing else uses
+        // meanwhile.
+        let calls = unsafe { &mut *user_data.cast::<usize>() };
+        *calls += 1;
+        if *calls == 1 {
+            len
+        } else {
+            len / 2
+        }
+    }
+
+    #[test]
+    fn a_short_count_is_a_refusal_that_ends_the_calls() {
+        let mut calls = 0usize;
+        let mut writer = CallbackWriter {
+            function: take_half_after_one,
+            user_data: (&raw mut calls).cast(),
+            delivered: 0,
+            refused: None,
+        };
+        writer.write_all(b"abcd").unwrap();
+        let error = writer.write_all(b"efgh").unwrap_err();
+        assert_ne!(error.kind(), io::ErrorKind::Interrupted);
+        assert_eq!(writer.refused, Some((2, 4, 4)));
+        assert!(writer.write_all(b"ijkl").is_err());
+        assert_eq!(writer.delivered, 4);
+        assert_eq!(calls, 2, "no call after the refusal");
+
+        let failure = Failure::write_refused(2, 4, 4);
+        assert_eq!(failure.status, filefetch_status::WriteError);
+        assert_eq!(
+            failure.message,
+            "write callback took 2 of 4 bytes at offset 4; transfer stopped"
+        );
+    }
 }

@@ -62,6 +62,12 @@ pub(crate) fn non_null<T>(ptr: *mut T, name: &str) -> Result<NonNull<T>, Failure
     NonNull::new(ptr).ok_or_else(|| Failure::invalid(format!("`{name}` is NULL")))
 }
 
+/// Checks a function pointer argument (an `Option<fn>`, NULL being `None`) that may not be
+/// NULL, naming the argument in the failure as `non_null` does.
+pub(crate) fn required<F>(function: Option<F>, name: &str) -> Result<F, Failure> {
+    function.ok_or_else(|| Failure::invalid(format!("`{name}` is NULL")))
+}
+
 /// Borrows the value behind a pointer argument, refusing NULL.
 ///
 /// # Safety

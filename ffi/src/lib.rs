@@ -13,7 +13,8 @@
 //! - Settings are core's: the options handles hold core's builders, a setter checks its
 //!   value with core's rules and a value out of range gives
 //!   `FILEFETCH_STATUS_INVALID_ARGUMENT` with core's message, which names the setting.
-//! - A status comes from core's `ErrorKind` alone (`error::filefetch_status::of`).
+//! - A status comes from core's `ErrorKind` alone (`error::filefetch_status::of`), except
+//!   `WRITE_ERROR`, the binding's own: the caller's write callback refused data.
 //! - Out-parameters are written only on success.
 //! - No panic crosses into C: one is caught and becomes `FILEFETCH_STATUS_PANIC`.
 //! - Handles are opaque, made by a `*_new` or `*_start` function and released by the
@@ -41,8 +42,9 @@ pub use fetch::{
     filefetch_fetch_options_set_interrupt, filefetch_fetch_options_set_max_size,
     filefetch_fetch_options_set_max_time_ms, filefetch_fetch_options_set_min_rate,
     filefetch_fetch_options_set_output, filefetch_fetch_options_set_overwrite,
-    filefetch_fetch_options_set_progress, filefetch_fetch_options_set_timeout_ms,
-    filefetch_interrupt_callback, filefetch_progress_callback,
+    filefetch_fetch_options_set_progress, filefetch_fetch_options_set_retries,
+    filefetch_fetch_options_set_timeout_ms, filefetch_fetch_to_callback,
+    filefetch_interrupt_callback, filefetch_progress_callback, filefetch_write_callback,
 };
 pub use message::{filefetch_last_error, filefetch_strerror};
 pub use server::{
@@ -50,10 +52,11 @@ pub use server::{
     filefetch_server_options, filefetch_server_options_free, filefetch_server_options_new,
     filefetch_server_options_set_address, filefetch_server_options_set_file_cache_ms,
     filefetch_server_options_set_grace_period_ms, filefetch_server_options_set_max_connections,
-    filefetch_server_options_set_port, filefetch_server_options_set_request_timeout_ms,
-    filefetch_server_options_set_root, filefetch_server_options_set_send_timeout_ms,
-    filefetch_server_options_set_threads, filefetch_server_port, filefetch_server_shutdown,
-    filefetch_server_start, filefetch_server_stop,
+    filefetch_server_options_set_port, filefetch_server_options_set_proxy_protocol,
+    filefetch_server_options_set_request_timeout_ms, filefetch_server_options_set_root,
+    filefetch_server_options_set_send_timeout_ms, filefetch_server_options_set_threads,
+    filefetch_server_port, filefetch_server_shutdown, filefetch_server_start,
+    filefetch_server_stop,
 };
 
 /// Returns the library's version, e.g. "0.1.0". A static string: never NULL, not to be

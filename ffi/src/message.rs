@@ -28,6 +28,8 @@ pub extern "C" fn filefetch_strerror(status: c_int) -> *const c_char {
             Some(filefetch_status::Interrupted) => c"interrupted",
             Some(filefetch_status::Panic) => c"internal error (panic)",
             Some(filefetch_status::TooLarge) => c"file larger than the maximum size",
+            Some(filefetch_status::WriteError) => c"write callback refused the data",
+            Some(filefetch_status::ChecksumMismatch) => c"checksum mismatch",
             None => c"unknown status",
         };
         text.as_ptr()

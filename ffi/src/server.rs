@@ -242,6 +242,24 @@ pub extern "C" fn filefetch_server_options_set_grace_period_ms(
     })
 }
 
+/// Expects (`true`) every connection to start with a PROXY protocol header, v1 or v2, as
+/// HAProxy sends with `send-proxy` or `send-proxy-v2`: the log then names the client it
+/// carries. A connection without a valid header is closed without a response. Off by
+/// default; turn it on only behind such a balancer.
+///
+/// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+/// meanwhile.
+#[no_mangle]
+pub extern "C" fn filefetch_server_options_set_proxy_protocol(
+    options: *mut filefetch_server_options,
+    proxy_protocol: bool,
+) -> filefetch_status {
+    set(options, |options| {
+        options.update(|b| b.proxy_protocol(proxy_protocol));
+        Ok(())
+    })
+}
+
 /// Sets the number of worker threads; 0 (the default) means one per CPU core. More than 1024
 /// gives `FILEFETCH_STATUS_INVALID_ARGUMENT` (the message names `threads`) and leaves the
 /// setting as it was.

@@ -13,15 +13,22 @@ protocol and built on the Rust crate ``filefetch``::
     with filefetch.Server(root="/srv/files") as server:   # 127.0.0.1, on a free port
         filefetch.fetch_bytes("127.0.0.1", server.port, "notes.txt")
 
+    # In asyncio: the same arguments, results and exceptions.
+    async with filefetch.AsyncServer(root="/srv/files") as server:
+        data = await filefetch.afetch_bytes("127.0.0.1", server.port, "notes.txt")
+        path = await filefetch.afetch("127.0.0.1", server.port, "notes.txt", "downloads/")
+        await server.shutdown()
+
 Network and file work runs with the GIL released. Every exception is a :class:`Error`.
-``python -m filefetch serve|fetch`` is the ``filefetch`` command's twin (same options, same
-exit codes); ``python -m filefetch.server PORT`` and
+``filefetch-py serve|fetch`` (also ``python -m filefetch serve|fetch``) is the ``filefetch``
+command's twin (same options, same exit codes); ``python -m filefetch.server PORT`` and
 ``python -m filefetch.client HOST PORT FILENAME`` replace the original scripts.
 """
 
 from __future__ import annotations
 
 from ._errors import (
+    ChecksumMismatchError,
     AbortedError,
     ConnectError,
     DestinationExistsError,
@@ -36,10 +43,12 @@ from ._errors import (
     TimedOutError,
     TooLargeError,
 )
-from ._native import Server, fetch, fetch_bytes, serve
+from ._native import AsyncServer, Server, afetch, afetch_bytes, fetch, fetch_bytes, serve
 
 __all__ = [
+    "ChecksumMismatchError",
     "AbortedError",
+    "AsyncServer",
     "ConnectError",
     "DestinationExistsError",
     "Error",
@@ -53,6 +62,8 @@ __all__ = [
     "ServerClosedError",
     "TimedOutError",
     "TooLargeError",
+    "afetch",
+    "afetch_bytes",
     "fetch",
     "fetch_bytes",
     "serve",

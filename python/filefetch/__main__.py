@@ -1,8 +1,9 @@
-"""``python -m filefetch serve PORT`` or ``python -m filefetch fetch HOST PORT NAME``."""
+"""``python -m filefetch serve PORT`` or ``python -m filefetch fetch HOST PORT NAME``: the
+``filefetch-py`` command."""
 
 import sys
 
 from ._cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m filefetch"))

@@ -1,10 +1,10 @@
 """The command lines.
 
-``python -m filefetch serve|fetch`` is the Rust ``filefetch`` command's twin: the same
-subcommands, options, defaults and exit codes (see ``EXIT_CODES``). ``python -m
-filefetch.server PORT`` and ``python -m filefetch.client HOST PORT FILENAME`` are drop-ins for
-the original scripts and keep their command lines: status 1 on any failure, 2 for bad
-arguments, 130 when interrupted.
+``filefetch-py serve|fetch`` (or ``python -m filefetch serve|fetch``) is the Rust
+``filefetch`` command's twin: the same subcommands, options, defaults and exit codes (see
+``EXIT_CODES``). ``python -m filefetch.server PORT`` and ``python -m filefetch.client HOST
+PORT FILENAME`` are drop-ins for the original scripts and keep their command lines: status 1
+on any failure, 2 for bad arguments, 130 when interrupted.
 
 Values are only parsed here; their ranges are the library's to check, and its
 InvalidArgumentError (naming the setting) is a usage error, status 2.
@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 from ._errors import (
     AbortedError,
+    ChecksumMismatchError,
     ConnectError,
     DestinationExistsError,
     Error,
@@ -49,6 +50,7 @@ EXIT_CODES: tuple[tuple[type[Error], int], ...] = (
     (IncompleteTransferError, 7),
     (ProtocolError, 6),  # ServerClosedError too
     (TooLargeError, 9),
+    (ChecksumMismatchError, 10),
     (InvalidArgumentError, 2),
     (LocalError, 1),
     (AbortedError, 1),
@@ -68,6 +70,7 @@ exit status:
   7    incomplete transfer
   8    cannot resolve the host or connect to it
   9    the file is larger than --max-size (nothing was read)
+  10   the data does not have the SHA-256 digest asked for (nothing was kept)
   130  interrupted (Ctrl-C)"""
 
 SERVER_CLOSED_HINT = (
@@ -209,6 +212,7 @@ def run_fetch(args: argparse.Namespace) -> int:
             speed_limit=args.speed_limit,
             speed_time=args.speed_time,
             max_size=args.max_size,
+            sha256=args.sha256,
         )
     except Error as e:
         print(f"error: {_message(e)}", file=sys.stderr)
@@ -245,11 +249,12 @@ def client_main(argv: Optional[Sequence[str]] = None) -> int:
     return run_client(args.host, args.port, args.filename)
 
 
-def parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m filefetch``, as the Rust command's (cli/src/args.rs)."""
+def parser(prog: str = "filefetch-py") -> argparse.ArgumentParser:
+    """The command line of ``filefetch-py`` and ``python -m filefetch``, as the Rust command's
+    (cli/src/args.rs)."""
     formatter = argparse.RawDescriptionHelpFormatter
     top = argparse.ArgumentParser(
-        prog="python -m filefetch",
+        prog=prog,
         description="Fetch a file from a server, or serve a directory, with the 0x497E "
         "FileRequest/FileResponse protocol.",
         epilog=EXIT_STATUS_HELP,
@@ -383,13 +388,19 @@ def parser() -> argparse.ArgumentParser:
         help="refuse a file larger than this many bytes, before any of it is read "
         "(no limit by default)",
     )
+    get.add_argument(
+        "--sha256",
+        metavar="HEX",
+        help="the file's SHA-256 digest: a file whose data differs is not kept (exit 10)",
+    )
     get.add_argument("-q", "--quiet", action="store_true", help="print no success line")
     return top
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m filefetch serve|fetch ...``."""
-    args = parser().parse_args(argv)
+def main(argv: Optional[Sequence[str]] = None, prog: str = "filefetch-py") -> int:
+    """``filefetch-py serve|fetch ...`` (the console script), or ``python -m filefetch`` with
+    that `prog`."""
+    args = parser(prog).parse_args(argv)
     if args.command == "serve":
         return run_server(
             args.port,

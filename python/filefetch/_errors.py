@@ -8,6 +8,7 @@ builtin exception a Python program would already catch for the same situation, s
 from __future__ import annotations
 
 __all__ = [
+    "ChecksumMismatchError",
     "AbortedError",
     "ConnectError",
     "DestinationExistsError",
@@ -101,6 +102,16 @@ class TooLargeError(Error):
         super().__init__(message)
         self.size = size
         self.limit = limit
+
+
+class ChecksumMismatchError(Error):
+    """The data received does not have the SHA-256 digest asked for; nothing was kept.
+
+    ``expected`` and ``actual`` are the two digests, in lowercase hex.
+    """
+
+    expected: str
+    actual: str
 
 
 class InvalidArgumentError(Error, ValueError):

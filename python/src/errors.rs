@@ -161,6 +161,20 @@ pub(crate) fn to_py(py: Python<'_>, error: Error) -> PyErr {
             };
             with_numbers(py, "TooLargeError", message, size, limit)
         }
+        ErrorKind::ChecksumMismatch => {
+            let attrs = if let Error::ChecksumMismatch { expected, actual } = &error {
+                vec![
+                    (
+                        "expected",
+                        PyString::new(py, &expected.to_string()).into_any(),
+                    ),
+                    ("actual", PyString::new(py, &actual.to_string()).into_any()),
+                ]
+            } else {
+                Vec::new()
+            };
+            with_message(py, "ChecksumMismatchError", message, attrs)
+        }
         ErrorKind::InvalidArgument => invalid_argument(py, message),
         ErrorKind::Local => {
             let mut attrs = Vec::new();

@@ -3,10 +3,12 @@
 //! Everything here translates: Python arguments into [`filefetch::FetchOptions`] and
 //! [`filefetch::ServerConfig`], [`filefetch::Error`] into the exception classes of
 //! `filefetch._errors`, and the crate's `tracing` events into Python `logging` records. Blocking
-//! work runs with the GIL released, in slices short enough for Ctrl-C to be noticed.
+//! work runs with the GIL released, in slices short enough for Ctrl-C to be noticed; the
+//! asyncio functions run it on threads of a tokio runtime of their own (`aio`).
 
 use pyo3::prelude::*;
 
+mod aio;
 mod args;
 mod client;
 mod errors;
@@ -19,9 +21,13 @@ mod server;
 #[pyo3(name = "_native")]
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     log::install(m.py())?;
+    aio::configure();
     m.add_function(wrap_pyfunction!(client::fetch, m)?)?;
     m.add_function(wrap_pyfunction!(client::fetch_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(client::afetch, m)?)?;
+    m.add_function(wrap_pyfunction!(client::afetch_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(server::serve, m)?)?;
     m.add_class::<server::Server>()?;
+    m.add_class::<server::AsyncServer>()?;
     Ok(())
 }

@@ -1,21 +1,26 @@
-//! `serve` and `Server`: core's [`BackgroundServer`] driven from Python. Every wait for the
+//! `serve`, `Server` and its asyncio twin `AsyncServer`: core's [`BackgroundServer`] driven from Python. Every wait for the
 //! server thread runs with the GIL released, in slices short enough that Ctrl-C (or any
 //! signal handler that raises) is noticed at once. Stopping has core's two words: `shutdown`
 //! is graceful (no new connections; the transfers in flight get the grace period), abort is
 //! at once (Python's `close()`).
+//!
+//! `AsyncServer` is a `Server` whose waits for the server thread are futures on [`aio`]'s
+//! runtime instead of blocking calls.
 //!
 //! Lock order: the GIL is never waited for while the lock of a [`Server`] is held (every
 //! wait for the server thread holds the lock only with the GIL released), so a `close()`
 //! from another thread cannot deadlock with a waiting `serve_forever()`.
 
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use filefetch::{config, BackgroundServer, ServerConfig, ServerHandle};
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
 use tracing::Level;
 
+use crate::aio;
 use crate::args::{self, Hosts, Int, Seconds};
 use crate::errors;
 use crate::interrupt::SIGNAL_POLL;
@@ -387,5 +392,224 @@ impl Server {
     fn __repr__(&self, py: Python<'_>) -> String {
         let state = if self.closed(py) { " closed" } else { "" };
         format!("<filefetch.Server {}{state}>", self.addrs[0])
+    }
+}
+
+/// A file server running in the background, for asyncio programs: Server's twin.
+///
+/// Takes Server's arguments, with the same defaults, and binds at once (raising as Server
+/// does). The server runs on threads of its own, as Server's does; what is awaited is its
+/// stopping, which never blocks the event loop. `async with` returns the server and, at the
+/// end of the block, stops it at once (as aclose() does). `await shutdown()` stops it
+/// gracefully: no new connections, and the transfers in flight get `grace_period` seconds
+/// to finish; cancelling it stops the server at once. close() stops it at once and waits for
+/// its threads without awaiting (they end within milliseconds of the stop); aclose() does the
+/// same as a coroutine. Garbage collection stops it at once.
+#[pyclass(frozen, module = "filefetch", name = "AsyncServer")]
+pub(crate) struct AsyncServer(Server);
+
+/// What a wait for the server to stop does when its coroutine is cancelled.
+#[derive(Clone, Copy)]
+enum OnCancel {
+    /// Stops the server at once, and goes on waiting (a few milliseconds).
+    Abort,
+    /// Stops waiting; the server goes on.
+    Leave,
+}
+
+/// How often a wait for the server to stop looks whether its thread has ended (core offers
+/// no future to await it).
+const STOPPED_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+impl AsyncServer {
+    /// Completes once the server thread has ended, then joins it (unless another call took
+    /// it) on a blocking thread, so that the event loop is never held up. `stop` is set when
+    /// the coroutine awaiting this is cancelled.
+    async fn stopped(
+        server: Py<AsyncServer>,
+        stop: Arc<aio::Stop>,
+        on_cancel: OnCancel,
+    ) -> PyResult<()> {
+        let mut cancelled = false;
+        loop {
+            let ended = {
+                let mut running = server.get().0.running();
+                match running.as_ref() {
+                    None => return Ok(()),
+                    Some(s) if s.is_finished() => running.take(),
+                    Some(_) => None,
+                }
+            };
+            if let Some(ended) = ended {
+                let joined = tokio::task::spawn_blocking(move || {
+                    aio::with_python(|py| finish(py, ended, Stop::Join))
+                });
+                return joined
+                    .await
+                    .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(STOPPED_POLL) => {}
+                () = stop.stopped(), if !cancelled => match on_cancel {
+                    OnCancel::Abort => {
+                        server.get().0.handle.abort();
+                        cancelled = true;
+                    }
+                    OnCancel::Leave => return Ok(()),
+                },
+            }
+        }
+    }
+
+    /// The coroutine `AsyncServer.<method>`: `first` (a stop signal to the server, or none),
+    /// then the wait; its result is `result`.
+    fn wait<'py, T>(
+        slf: &Bound<'py, Self>,
+        method: &str,
+        first: impl FnOnce(&ServerHandle) + Send + 'static,
+        on_cancel: OnCancel,
+        result: T,
+    ) -> PyResult<Bound<'py, PyAny>>
+    where
+        T: for<'a> IntoPyObject<'a> + Send + 'static,
+    {
+        let server = slf.clone().unbind();
+        let stop = Arc::new(aio::Stop::default());
+        let fut = {
+            let stop = stop.clone();
+            async move {
+                first(&server.get().0.handle);
+                AsyncServer::stopped(server, stop, on_cancel).await?;
+                Ok(result)
+            }
+        };
+        aio::coroutine(slf.py(), &format!("AsyncServer.{method}"), fut, stop)
+    }
+}
+
+#[pymethods]
+impl AsyncServer {
+    #[new]
+    #[pyo3(signature = (
+        port=Int::of(0), root=PathBuf::from("."), *, host=Hosts::of("127.0.0.1"),
+        max_connections=Int::of(config::MAX_CONNECTIONS),
+        request_timeout=Seconds::of(config::REQUEST_TIMEOUT),
+        send_timeout=Seconds::of(config::SEND_TIMEOUT),
+        grace_period=Seconds::of(config::GRACE_PERIOD), threads=Int::of(config::THREADS),
+        file_cache=Seconds::of(config::FILE_CACHE), portable=false,
+    ), text_signature = "(port=0, root='.', *, host='127.0.0.1', max_connections=10000, \
+        request_timeout=1.0, send_timeout=10.0, grace_period=10.0, threads=0, file_cache=1.0, \
+        portable=False)")]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        port: Int,
+        root: PathBuf,
+        host: Hosts,
+        max_connections: Int,
+        request_timeout: Seconds,
+        send_timeout: Seconds,
+        grace_period: Seconds,
+        threads: Int,
+        file_cache: Seconds,
+        portable: bool,
+    ) -> PyResult<Self> {
+        Server::new(
+            py,
+            port,
+            root,
+            host,
+            max_connections,
+            request_timeout,
+            send_timeout,
+            grace_period,
+            threads,
+            file_cache,
+            portable,
+        )
+        .map(AsyncServer)
+    }
+
+    /// The port the server listens on (the real one when 0 was asked for).
+    #[getter]
+    fn port(&self) -> u16 {
+        self.0.port()
+    }
+
+    /// The (host, port) the server listens on, as socket.getsockname() gives it; the first
+    /// of `addresses` when it listens on several.
+    #[getter]
+    fn address<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        self.0.address(py)
+    }
+
+    /// Every (host, port) the server listens on.
+    #[getter]
+    fn addresses<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        self.0.addresses(py)
+    }
+
+    /// True once the server has stopped and its threads have ended: after close(), or once
+    /// an awaited shutdown() or aclose() has returned.
+    #[getter]
+    fn closed(&self, py: Python<'_>) -> bool {
+        self.0.closed(py)
+    }
+
+    /// Stop serving at once (transfers in flight are cut) and wait for the server's threads,
+    /// which end within milliseconds. Calling it again does nothing.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        self.0.close(py)
+    }
+
+    /// Stop serving at once (transfers in flight are cut); completes once the server's
+    /// threads have ended. Calling it again does nothing.
+    fn aclose<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        AsyncServer::wait(slf, "aclose", ServerHandle::abort, OnCancel::Abort, ())
+    }
+
+    /// Stop gracefully: stop accepting connections at once, let the transfers in flight
+    /// finish within `grace_period` seconds (those still running then are cut); completes
+    /// once the server's threads have ended. Cancelling it stops the server at once (and
+    /// CancelledError propagates once it has stopped). Calling it again, or after close(),
+    /// does nothing.
+    fn shutdown<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        AsyncServer::wait(slf, "shutdown", ServerHandle::shutdown, OnCancel::Abort, ())
+    }
+
+    /// Complete once the server has stopped (close(), aclose() or shutdown(), from another
+    /// task or thread). Cancelling it leaves the server running.
+    fn serve_forever<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        AsyncServer::wait(slf, "serve_forever", |_| {}, OnCancel::Leave, ())
+    }
+
+    fn __aenter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let server = slf.clone().unbind();
+        let stop = Arc::new(aio::Stop::default());
+        let fut = async move { Ok(server) };
+        aio::coroutine(slf.py(), "AsyncServer.__aenter__", fut, stop)
+    }
+
+    /// Closes the server at once, as aclose() does: transfers in flight are cut (await
+    /// shutdown() in the block to let them finish first). Exceptions propagate.
+    fn __aexit__<'py>(
+        slf: &Bound<'py, Self>,
+        exc_type: Bound<'py, PyAny>,
+        exc_value: Bound<'py, PyAny>,
+        traceback: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let _ = (exc_type, exc_value, traceback);
+        AsyncServer::wait(
+            slf,
+            "__aexit__",
+            ServerHandle::abort,
+            OnCancel::Abort,
+            false,
+        )
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let state = if self.closed(py) { " closed" } else { "" };
+        format!("<filefetch.AsyncServer {}{state}>", self.0.addrs[0])
     }
 }

@@ -3,10 +3,12 @@ code against the README's table is in test_error_table.py)."""
 
 from __future__ import annotations
 
+import os
 import re
 import sys
+import sysconfig
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import pytest
 
@@ -169,3 +171,39 @@ def test_help_lists_the_exit_codes(spawn: Spawn, out: Path) -> None:
         proc = spawn(python("-m", "filefetch", command, "--help"), cwd=out)
         assert proc.finish() == 0
         assert any(l.strip().startswith("9    the file is larger") for l in proc.seen), proc.seen
+
+
+def console_script() -> Optional[Path]:
+    """The installed ``filefetch-py`` command, beside this interpreter's other scripts."""
+    scripts = Path(sysconfig.get_path("scripts"))
+    for name in ("filefetch-py", "filefetch-py.exe"):
+        if (scripts / name).is_file():
+            return scripts / name
+    return None
+
+
+def test_console_script(spawn: Spawn, server: filefetch.Server, files: Path, out: Path) -> None:
+    script = console_script()
+    if script is None:
+        if os.environ.get("FILEFETCH_TEST_VENV"):
+            pytest.fail("the installed wheel has no filefetch-py command")
+        pytest.skip("filefetch-py is not installed for this interpreter")
+    # Its own name, so that installing the package never shadows the Rust command.
+    assert not (script.parent / "filefetch").exists()
+    helped = spawn([str(script), "--help"], cwd=out)
+    assert helped.finish() == 0, helped.seen
+    assert helped.seen[0].startswith("usage: filefetch-py "), helped.seen
+    fetched = spawn(
+        [str(script), "fetch", "127.0.0.1", str(server.port), "hello.txt", "-o", str(out)], cwd=out
+    )
+    assert fetched.finish() == 0, fetched.seen
+    assert fetched.seen == [f"received 13 bytes into {out / 'hello.txt'}"]
+    assert (out / "hello.txt").read_bytes() == (files / "hello.txt").read_bytes()
+    missing = spawn([str(script), "fetch", "127.0.0.1", str(server.port), "no"], cwd=out)
+    assert missing.finish() == 3
+
+
+def test_module_keeps_its_name(spawn: Spawn, out: Path) -> None:
+    helped = spawn(python("-m", "filefetch", "--help"), cwd=out)
+    assert helped.finish() == 0
+    assert helped.seen[0].startswith("usage: python -m filefetch "), helped.seen

@@ -35,7 +35,7 @@ README = REPO / "README.md"
 # a case below.
 KINDS = {
     "NotFound", "DestinationExists", "TimedOut", "Unreachable", "Protocol", "Incomplete",
-    "TooLarge", "InvalidArgument", "Local", "Aborted", "Interrupted",
+    "TooLarge", "ChecksumMismatch", "InvalidArgument", "Local", "Aborted", "Interrupted",
 }
 
 
@@ -156,6 +156,8 @@ def cases(
         Case("Incomplete", raw_server(replies(response(1, b"x" * 10, length=100))).port,
              "x.bin", dest("Incomplete")),
         Case("TooLarge", port, "one-mib.bin", dest("TooLarge"), {"max_size": 1000}),
+        Case("ChecksumMismatch", port, "hello.txt", dest("ChecksumMismatch"),
+             {"sha256": "0" * 64}),
         Case("InvalidArgument", port, "a" * 1025, dest("InvalidArgument")),
         Case("Local", port, "hello.txt", dest("Local") / "missing-dir" / "hello.txt",
              to_bytes=False),
@@ -233,7 +235,7 @@ def test_python_exceptions_follow_the_table(cases: list[Case]) -> None:
 
 
 # The fetch keywords the cases use, as options of the command.
-OPTIONS = {"timeout": "--timeout", "max_size": "--max-size"}
+OPTIONS = {"timeout": "--timeout", "max_size": "--max-size", "sha256": "--sha256"}
 
 
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs signal.setitimer")

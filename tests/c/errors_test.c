@@ -197,7 +197,8 @@ int main(void) {
 
     /* strerror: every status has its own text; unknown values are handled. */
     CHECK(FILEFETCH_STATUS_TOO_LARGE == 12 && FILEFETCH_STATUS_PANIC == 11);
-    for (int s = FILEFETCH_STATUS_OK; s <= FILEFETCH_STATUS_TOO_LARGE; s++) {
+    CHECK(FILEFETCH_STATUS_WRITE_ERROR == 13 && FILEFETCH_STATUS_CHECKSUM_MISMATCH == 14);
+    for (int s = FILEFETCH_STATUS_OK; s <= FILEFETCH_STATUS_CHECKSUM_MISMATCH; s++) {
         const char *text = filefetch_strerror(s);
         CHECK(text != NULL && strcmp(text, "unknown status") != 0);
         for (int t = FILEFETCH_STATUS_OK; t < s; t++) {
@@ -206,7 +207,7 @@ int main(void) {
     }
     CHECK(strcmp(filefetch_strerror(FILEFETCH_STATUS_TOO_LARGE),
                  "file larger than the maximum size") == 0);
-    CHECK(strcmp(filefetch_strerror(13), "unknown status") == 0);
+    CHECK(strcmp(filefetch_strerror(15), "unknown status") == 0);
     CHECK(strcmp(filefetch_strerror(-1), "unknown status") == 0);
     CHECK(strcmp(filefetch_strerror(1000), "unknown status") == 0);
 

@@ -13,6 +13,12 @@ static int never_called(void *user_data, uint64_t received, uint64_t total) {
     return 0;
 }
 
+static size_t never_written(const uint8_t *data, size_t len, void *user_data) {
+    (void)data;
+    (void)user_data;
+    return len;
+}
+
 int main(void) {
     filefetch_fetch_options *options = NULL;
     filefetch_server_options *server_options = NULL;
@@ -43,6 +49,7 @@ int main(void) {
     CHECK_STATUS(filefetch_fetch_options_set_max_time_ms(NULL, 10), INVALID);
     CHECK_STATUS(filefetch_fetch_options_set_min_rate(NULL, 10, 1000), INVALID);
     CHECK_STATUS(filefetch_fetch_options_set_max_size(NULL, 10), INVALID);
+    CHECK_STATUS(filefetch_fetch_options_set_retries(NULL, 1, 1), INVALID);
     CHECK(strstr(filefetch_last_error(), "options") != NULL);
     CHECK_STATUS(filefetch_fetch_options_set_progress(NULL, never_called, NULL), INVALID);
     CHECK_STATUS(filefetch_fetch_options_set_interrupt(NULL, NULL, NULL), INVALID);
@@ -59,6 +66,7 @@ int main(void) {
     CHECK_STATUS(filefetch_server_options_set_send_timeout_ms(NULL, 1000), INVALID);
     CHECK_STATUS(filefetch_server_options_set_grace_period_ms(NULL, 1000), INVALID);
     CHECK_STATUS(filefetch_server_options_set_threads(NULL, 1), INVALID);
+    CHECK_STATUS(filefetch_server_options_set_proxy_protocol(NULL, true), INVALID);
     CHECK_STATUS(filefetch_server_options_set_file_cache_ms(NULL, 1000), INVALID);
 
     /* Fetching: each argument NULL in turn; the out-parameters stay as they were. */
@@ -84,6 +92,32 @@ int main(void) {
     CHECK_STATUS(filefetch_fetch_bytes("127.0.0.1", port, "x", options, &data, NULL), INVALID);
     CHECK(strstr(filefetch_last_error(), "out_len") != NULL);
     CHECK(data == &sentinel && len == 777);
+
+    size = 777;
+    CHECK_STATUS(filefetch_fetch_to_callback(NULL, port, "x", options, never_written, NULL, &size),
+                 INVALID);
+    CHECK(strstr(filefetch_last_error(), "host") != NULL);
+    CHECK_STATUS(filefetch_fetch_to_callback("127.0.0.1", port, NULL, options, never_written,
+                                             NULL, &size),
+                 INVALID);
+    CHECK(strstr(filefetch_last_error(), "name") != NULL);
+    CHECK_STATUS(filefetch_fetch_to_callback("127.0.0.1", port, "x", NULL, never_written, NULL,
+                                             &size),
+                 INVALID);
+    CHECK(strstr(filefetch_last_error(), "options") != NULL);
+    CHECK_STATUS(filefetch_fetch_to_callback("127.0.0.1", port, "x", options, NULL, NULL, &size),
+                 INVALID);
+    CHECK(strstr(filefetch_last_error(), "write_callback") != NULL);
+    CHECK_STATUS(filefetch_fetch_to_callback("127.0.0.1", port, "x", options, never_written,
+                                             NULL, NULL),
+                 INVALID);
+    CHECK(strstr(filefetch_last_error(), "out_size") != NULL);
+    CHECK(size == 777);
+    /* user_data may be NULL: the fetch goes ahead (and finds no such file). */
+    CHECK_STATUS(filefetch_fetch_to_callback("127.0.0.1", port, "no-such-file", options,
+                                             never_written, NULL, &size),
+                 FILEFETCH_STATUS_NOT_FOUND);
+    CHECK(size == 777);
 
     /* The server functions. */
     uint16_t out_port = 7;

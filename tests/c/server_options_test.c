@@ -392,6 +392,40 @@ static void check_grace_period(const char *root) {
     remove(path);
 }
 
+/* With the PROXY protocol on, a request without its header gets no response (PROTOCOL: the
+ * server closed without one), and one behind a v1 header is served. Retries are checked by
+ * their range here; their behaviour is core's, tested there. */
+static void check_proxy_protocol_and_retries(const char *root,
+                                             const filefetch_fetch_options *fetch_options) {
+    filefetch_fetch_options *retrying = NULL;
+    CHECK_STATUS(filefetch_fetch_options_new(&retrying), OK);
+    CHECK_STATUS(filefetch_fetch_options_set_retries(retrying, 101, 0), INVALID);
+    CHECK(strstr(filefetch_last_error(), "retries") != NULL);
+    CHECK_STATUS(filefetch_fetch_options_set_retries(retrying, 2, 10), OK);
+    filefetch_fetch_options_free(retrying);
+
+    filefetch_server_options *options = NULL;
+    CHECK_STATUS(filefetch_server_options_new(&options), OK);
+    CHECK_STATUS(filefetch_server_options_set_proxy_protocol(options, true), OK);
+    uint16_t port = 0;
+    filefetch_server *server = start(options, root, &port);
+    CHECK(server != NULL);
+    if (server != NULL) {
+        CHECK(fetch_status(port, "hello.txt", fetch_options) == FILEFETCH_STATUS_PROTOCOL);
+        socket_t fd = connect_to(port);
+        CHECK(fd != NO_SOCKET);
+        if (fd != NO_SOCKET) {
+            static const char header[] = "PROXY TCP4 192.0.2.7 127.0.0.1 40000 5000\r\n";
+            CHECK(socket_send(fd, header, sizeof header - 1, 0) == (long)(sizeof header - 1));
+            CHECK(request_header(fd, "hello.txt") == 0);
+            close_socket(fd);
+        }
+        CHECK_STATUS(filefetch_server_abort(server), OK);
+        filefetch_server_free(server);
+    }
+    filefetch_server_options_free(options);
+}
+
 int main(void) {
     char root[512], path[1024];
     CHECK(sockets_init() == 0);
@@ -412,6 +446,7 @@ int main(void) {
     check_all_options(root, fetch_options, 3);
     check_limit_and_deadline(root);
     check_grace_period(root);
+    check_proxy_protocol_and_retries(root, fetch_options);
 
     filefetch_fetch_options_free(fetch_options);
     remove_tree(root);

@@ -1,7 +1,11 @@
 //! End-to-end runs of the `filefetch` binary: transfers, every exit code in the situation
 //! that produces it, and signals.
 
+mod activation;
 mod errors;
+mod many;
+mod proxy;
+mod retry;
 // SIGINT and SIGTERM are Unix signals.
 #[cfg(unix)]
 mod signals;

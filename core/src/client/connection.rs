@@ -10,10 +10,12 @@ use crate::error::{Error, NameProblem, Result, TimeoutPhase};
 use crate::protocol::{self, ResponseHeader, RESPONSE_HEADER_LEN};
 use crate::sys;
 
-/// How often a blocked read wakes up to run the interrupt check and the time limits.
-const POLL: Duration = Duration::from_millis(50);
+/// How often a blocked read (or a wait between attempts) wakes up to run the interrupt check
+/// and the time limits.
+pub(crate) const POLL: Duration = Duration::from_millis(50);
 
-/// The fetch's limits on time, counted from its start.
+/// The fetch's limits on time: the deadline counted from the fetch's start (its first
+/// attempt), the rate from this connection's.
 struct Limits {
     idle: Duration,
     /// When the whole fetch must be over, with the limit it came from.
@@ -52,14 +54,15 @@ pub(crate) enum ReadError {
 }
 
 impl Connection {
-    /// Connects to `host:port` and sends the request for `name`.
+    /// Connects to `host:port` and sends the request for `name`, for a fetch that started
+    /// at `start` (the limit on the whole fetch counts from there, across retries).
     pub(crate) fn open(
         host: &str,
         port: u16,
         name: &str,
         options: &FetchOptions,
+        start: Instant,
     ) -> Result<Connection> {
-        let start = Instant::now();
         let request = encode_request(name)?;
         let deadline = options
             .max_time()
@@ -70,7 +73,7 @@ impl Connection {
             rate: options.min_rate().map(|(bytes_per_sec, window)| Rate {
                 bytes_per_sec,
                 window,
-                since: start,
+                since: Instant::now(),
                 before: 0,
             }),
             interrupt: options.interrupt().cloned(),

@@ -1,5 +1,6 @@
 //! Where a download lands: the destination path, never outside the directory chosen, and the
-//! temporary file beside it that becomes the destination only when the whole file arrived.
+//! temporary file beside it that becomes the destination only when the whole file arrived
+//! (and had the digest expected of it, when one was).
 
 use std::fs;
 use std::io;
@@ -7,18 +8,27 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use super::connection::Connection;
+use super::digest::{Hashing, Sha256Digest};
 use super::options::FetchOptions;
 use super::receive;
 use crate::error::{Error, NameProblem, Result};
 use crate::sys;
 
 /// A completed download.
+///
+/// Only the library makes these; `#[non_exhaustive]` lets it report more about a download
+/// without breaking code that reads the fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Fetched {
     /// Where the file now is.
     pub path: PathBuf,
     /// Its size in bytes (the DataLength the server announced and sent).
     pub bytes: u64,
+    /// The SHA-256 digest of the data, computed as it arrived, when it was asked for
+    /// ([`FetchOptionsBuilder::sha256`](crate::FetchOptionsBuilder::sha256) or
+    /// [`Fetch::expect_sha256`](crate::Fetch::expect_sha256)).
+    pub sha256: Option<Sha256Digest>,
 }
 
 /// The local path a download of `name` goes to.
@@ -58,13 +68,16 @@ pub(crate) fn check_free(dest: &Path, options: &FetchOptions) -> Result<()> {
     }
 }
 
-/// Receives `total` bytes into a temporary file beside `dest` and moves it into place.
+/// Receives `total` bytes into a temporary file beside `dest` and moves it into place. With
+/// `expected` (or [`FetchOptions::sha256`]) the data's digest is computed on the way, and a
+/// digest other than `expected` leaves nothing behind and the destination untouched.
 pub(crate) fn receive_file(
     conn: &mut Connection,
     total: u64,
     dest: PathBuf,
     options: &FetchOptions,
     progress: &mut dyn FnMut(u64, u64) -> ControlFlow<()>,
+    expected: Option<Sha256Digest>,
 ) -> Result<Fetched> {
     let dir = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -78,6 +91,7 @@ pub(crate) fn receive_file(
     let mut temp = temp.tempfile_in(&dir).map_err(|e| Error::io(&dir, e))?;
     // From here on, returning early drops `temp`, which deletes the partial file.
     let temp_path = temp.path().to_path_buf();
+    let mut hash = (options.sha256() || expected.is_some()).then(Hashing::default);
     receive::receive_to_file(
         conn,
         temp.as_file_mut(),
@@ -85,8 +99,10 @@ pub(crate) fn receive_file(
         progress,
         &temp_path,
         options.portable(),
+        hash.as_mut(),
     )?;
     conn.expect_end(total)?;
+    let sha256 = hash.map(|hash| hash.finish(expected)).transpose()?;
     if options.fsync() {
         temp.as_file()
             .sync_all()
@@ -101,6 +117,7 @@ pub(crate) fn receive_file(
         Ok(_) => Ok(Fetched {
             path: dest,
             bytes: total,
+            sha256,
         }),
         // The temporary file inside the error is dropped, and so deleted, here.
         Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {

@@ -4,37 +4,69 @@
 //! progress callback, then delivers to a file ([`Fetch::to_file`]), a writer, memory, or a
 //! buffer of the caller's ([`Fetch::open`]). Downloads to a file go into a temporary file
 //! beside the destination and are moved into place, without replacing anything, only once
-//! exactly DataLength bytes have arrived: a destination appears whole or not at all.
+//! exactly DataLength bytes have arrived: a destination appears whole or not at all. A failed
+//! attempt may be retried ([`FetchOptionsBuilder::retries`]), each time from the start.
+//! [`FetchMany`] fetches a list of files, several at a time. A fetch can check the data
+//! against a SHA-256 digest ([`Fetch::expect_sha256`]) or report the digest
+//! ([`FetchOptionsBuilder::sha256`]).
 //!
 //! - `options`: the settings and their builder;
 //! - `connection`: connecting, the request, reads under the time rules;
 //! - `receive`: the data paths (zero-copy into a file where the system has one);
-//! - `destination`: the destination path and the temporary file.
+//! - `destination`: the destination path and the temporary file;
+//! - `retry`: which failures are retried, and the wait between attempts;
+//! - `digest`: the SHA-256 digest, its hexadecimal form, and `sha256sum`'s lists;
+//! - `many`: many files at once, on a bounded number of threads.
 
 mod connection;
 mod destination;
+mod digest;
+mod many;
 mod options;
 mod receive;
+mod retry;
 
 use std::borrow::Cow;
-use std::io::Write;
+use std::io::{self, Write};
 use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
 
 pub use destination::{destination, Fetched};
+pub use digest::{Sha256Digest, Sha256Sums};
+pub use many::{fetch_many, FetchMany, JOBS, MAX_JOBS};
 pub use options::{FetchOptions, FetchOptionsBuilder, InterruptCheck};
 
 use crate::error::{Error, Result};
 use connection::Connection;
+use digest::Hashing;
+use retry::Retries;
 
 /// A progress callback: `(received, total)` as data arrives; [`ControlFlow::Break`] stops
 /// the fetch with [`Error::Aborted`]. `Send`, so that a fetch can move between threads (or
 /// run with a binding's interpreter lock released).
 type Progress<'a> = Box<dyn FnMut(u64, u64) -> ControlFlow<()> + Send + 'a>;
 
+/// Told of each retry of one fetch, besides the options' own hook (see
+/// [`FetchOptionsBuilder::on_retry`]): how [`FetchMany`] names the file that is retried.
+type RetryReport<'a> = Box<dyn Fn(&Error, u32, Duration) + Send + 'a>;
+
 /// One fetch of `name` from `host:port`: set it up, then say where the data goes.
 ///
 /// `host` is a name or an IPv4/IPv6 literal (brackets allowed: `[::1]`); every address it
 /// resolves to is tried in turn.
+///
+/// # Retries
+///
+/// With [`FetchOptionsBuilder::retries`], an attempt that fails in a way the next may not
+/// (the host unreachable, the connection closed before the response or cut short, a timeout
+/// other than the limit on the whole fetch) is followed by another, after a wait that
+/// doubles each time. A server's answer (no such file, a malformed header) is never
+/// retried, and [`FetchOptionsBuilder::max_time`] bounds all the attempts and waits
+/// together. Each attempt starts from nothing: [`Fetch::to_file`] removes the failed
+/// attempt's temporary file and checks the destination again, [`Fetch::to_vec`] starts from
+/// an empty vector, and the progress callback starts again from 0. [`Fetch::to_writer`]
+/// retries only while nothing has reached the writer, and [`Fetch::open`] only up to the
+/// header. The error returned is the last attempt's.
 ///
 /// ```no_run
 /// use std::ops::ControlFlow;
@@ -57,6 +89,8 @@ pub struct Fetch<'a> {
     name: &'a str,
     options: Cow<'a, FetchOptions>,
     progress: Option<Progress<'a>>,
+    expected: Option<Sha256Digest>,
+    retry_report: Option<RetryReport<'a>>,
 }
 
 impl std::fmt::Debug for Fetch<'_> {
@@ -67,7 +101,8 @@ impl std::fmt::Debug for Fetch<'_> {
             .field("name", &self.name)
             .field("options", &self.options)
             .field("progress", &self.progress.as_ref().map(|_| "FnMut"))
-            .finish()
+            .field("expected", &self.expected)
+            .finish_non_exhaustive()
     }
 }
 
@@ -80,6 +115,8 @@ impl<'a> Fetch<'a> {
             name,
             options: Cow::Owned(FetchOptions::default()),
             progress: None,
+            expected: None,
+            retry_report: None,
         }
     }
 
@@ -89,9 +126,9 @@ impl<'a> Fetch<'a> {
         self
     }
 
-    /// Calls `progress(received, total)` as data arrives, first with `received` 0;
-    /// returning [`ControlFlow::Break`] stops the fetch with [`Error::Aborted`], leaving
-    /// nothing behind.
+    /// Calls `progress(received, total)` as data arrives, first with `received` 0 (and again
+    /// from 0 on each retry); returning [`ControlFlow::Break`] stops the fetch with
+    /// [`Error::Aborted`], leaving nothing behind.
     pub fn progress(
         mut self,
         progress: impl FnMut(u64, u64) -> ControlFlow<()> + Send + 'a,
@@ -100,65 +137,183 @@ impl<'a> Fetch<'a> {
         self
     }
 
+    /// Checks the data against `digest`, its expected SHA-256, computed as the data arrives
+    /// (so on the buffered receive path: see [`FetchOptionsBuilder::sha256`]). Data with
+    /// another digest fails with [`Error::ChecksumMismatch`], which is not retried:
+    /// [`Fetch::to_file`] then leaves nothing behind and keeps an existing destination as it
+    /// was (even when overwriting), [`Fetch::to_vec`] returns no data, and
+    /// [`Fetch::to_writer`] and [`Response::read_into`] return the error once all the data
+    /// has been delivered (check it before trusting what they wrote).
+    ///
+    /// ```no_run
+    /// use filefetch::{Fetch, Sha256Digest};
+    /// let digest: Sha256Digest =
+    ///     "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".parse()?;
+    /// let fetched = Fetch::new("files.example.org", 5000, "abc.txt")
+    ///     .expect_sha256(digest)
+    ///     .to_file()?;
+    /// assert_eq!(fetched.sha256, Some(digest));
+    /// # Ok::<(), filefetch::Error>(())
+    /// ```
+    pub fn expect_sha256(mut self, digest: impl Into<Sha256Digest>) -> Self {
+        self.expected = Some(digest.into());
+        self
+    }
+
+    /// Calls `report` before each retry, after the options' own hook.
+    fn report_retries(mut self, report: impl Fn(&Error, u32, Duration) + Send + 'a) -> Self {
+        self.retry_report = Some(Box::new(report));
+        self
+    }
+
     /// Downloads into a local file: [`FetchOptions::output`], or the name's last component
-    /// in the current directory. An existing destination is refused (before connecting, and
-    /// again when the file is moved into place) unless overwriting was asked for.
-    pub fn to_file(self) -> Result<Fetched> {
+    /// in the current directory. An existing destination is refused (before each attempt,
+    /// and again when the file is moved into place) unless overwriting was asked for.
+    pub fn to_file(mut self) -> Result<Fetched> {
         connection::check_request_name(self.name)?;
         let dest = destination(self.name, self.options.output())?;
-        destination::check_free(&dest, &self.options)?;
-        let options = self.options.clone();
-        let mut response = self.open()?;
-        let total = response.len;
-        destination::receive_file(
-            &mut response.conn,
-            total,
-            dest,
-            &options,
-            &mut response.progress,
-        )
+        let mut progress = self.take_progress();
+        let mut retries = self.retries();
+        loop {
+            // A failed attempt's temporary file is gone when `receive_file` returns.
+            let attempt = destination::check_free(&dest, &self.options).and_then(|()| {
+                let (mut conn, total) = self.connect(retries.start())?;
+                destination::receive_file(
+                    &mut conn,
+                    total,
+                    dest.clone(),
+                    &self.options,
+                    &mut progress,
+                    self.expected,
+                )
+            });
+            match attempt {
+                Ok(fetched) => return Ok(fetched),
+                Err(e) => retries.again(e)?,
+            }
+        }
     }
 
     /// Downloads into any writer (memory, a pipe, a socket) and returns the size. Data is
     /// written as it arrives, so after an error the writer may hold part of the file; use
-    /// [`Fetch::to_file`] for all-or-nothing files.
-    pub fn to_writer<W: Write + ?Sized>(self, writer: &mut W) -> Result<u64> {
-        let mut response = self.open()?;
-        let total = response.len;
-        receive::receive_to_writer(&mut response.conn, writer, total, &mut response.progress)?;
-        response.conn.expect_end(total)?;
-        Ok(total)
+    /// [`Fetch::to_file`] for all-or-nothing files. For the same reason a failed attempt is
+    /// retried only if none of its data reached the writer.
+    pub fn to_writer<W: Write + ?Sized>(mut self, writer: &mut W) -> Result<u64> {
+        let mut progress = self.take_progress();
+        let mut retries = self.retries();
+        loop {
+            let mut counted = Counted { writer, written: 0 };
+            let attempt = self.connect(retries.start()).and_then(|(mut conn, total)| {
+                let mut hash = self.expected.map(|_| Hashing::default());
+                receive::receive_to_writer(
+                    &mut conn,
+                    &mut counted,
+                    total,
+                    &mut progress,
+                    hash.as_mut(),
+                )?;
+                conn.expect_end(total)?;
+                verify(hash, self.expected)?;
+                Ok(total)
+            });
+            match attempt {
+                Ok(total) => return Ok(total),
+                // Another attempt would write the same bytes again.
+                Err(e) if counted.written > 0 => return Err(e),
+                Err(e) => retries.again(e)?,
+            }
+        }
     }
 
     /// Downloads into memory. Memory is taken as data arrives (at most
     /// [`FetchOptions::max_size`] when set), and the data is read straight into the vector.
-    pub fn to_vec(self) -> Result<Vec<u8>> {
-        let mut response = self.open()?;
-        let total = response.len;
-        let mut data = Vec::new();
-        receive::receive_to_vec(&mut response.conn, &mut data, total, &mut response.progress)?;
-        response.conn.expect_end(total)?;
-        Ok(data)
+    pub fn to_vec(mut self) -> Result<Vec<u8>> {
+        let mut progress = self.take_progress();
+        let mut retries = self.retries();
+        loop {
+            let attempt = self.connect(retries.start()).and_then(|(mut conn, total)| {
+                let mut data = Vec::new();
+                let mut hash = self.expected.map(|_| Hashing::default());
+                receive::receive_to_vec(&mut conn, &mut data, total, &mut progress, hash.as_mut())?;
+                conn.expect_end(total)?;
+                verify(hash, self.expected)?;
+                Ok(data)
+            });
+            match attempt {
+                Ok(data) => return Ok(data),
+                Err(e) => retries.again(e)?,
+            }
+        }
     }
 
     /// Connects, sends the request and reads the response header, for a caller that wants
     /// to choose the buffer once the size is known ([`Response::read_into`]). A file larger
-    /// than [`FetchOptions::max_size`] fails here with [`Error::TooLarge`].
-    pub fn open(self) -> Result<Response<'a>> {
-        let mut conn = Connection::open(self.host, self.port, self.name, &self.options)?;
+    /// than [`FetchOptions::max_size`] fails here with [`Error::TooLarge`]. Retries, when
+    /// asked for, happen here: once the header has arrived, a failure is final.
+    pub fn open(mut self) -> Result<Response<'a>> {
+        let progress = self.take_progress();
+        let mut retries = self.retries();
+        let (conn, len) = loop {
+            match self.connect(retries.start()) {
+                Ok(opened) => break opened,
+                Err(e) => retries.again(e)?,
+            }
+        };
+        Ok(Response {
+            conn,
+            len,
+            progress,
+            expected: self.expected,
+        })
+    }
+
+    /// The attempts of this fetch, starting now.
+    fn retries(&self) -> Retries<'_> {
+        Retries::new(&self.options, self.retry_report.as_deref())
+    }
+
+    /// One attempt up to the response header, for a fetch that started at `start`: the
+    /// connection and the file's size.
+    fn connect(&self, start: Instant) -> Result<(Connection, u64)> {
+        let mut conn = Connection::open(self.host, self.port, self.name, &self.options, start)?;
         let len = conn.read_header(self.name)?;
         if let Some(limit) = self.options.max_size() {
             if len > limit {
                 return Err(Error::TooLarge { size: len, limit });
             }
         }
-        Ok(Response {
-            conn,
-            len,
-            progress: self
-                .progress
-                .unwrap_or_else(|| Box::new(|_, _| ControlFlow::Continue(()))),
-        })
+        Ok((conn, len))
+    }
+
+    /// The progress callback, or one that does nothing.
+    fn take_progress(&mut self) -> Progress<'a> {
+        self.progress
+            .take()
+            .unwrap_or_else(|| Box::new(|_, _| ControlFlow::Continue(())))
+    }
+}
+
+/// Checks a digest computed on the way against the one expected; `hash` is there exactly
+/// when `expected` is.
+fn verify(hash: Option<Hashing>, expected: Option<Sha256Digest>) -> Result<()> {
+    hash.map(|hash| hash.finish(expected)).transpose().map(drop)
+}
+
+/// A writer that counts the bytes it passed on.
+struct Counted<'w, W: Write + ?Sized> {
+    writer: &'w mut W,
+    written: u64,
+}
+
+impl<W: Write + ?Sized> Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.writer.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.writer.flush()
     }
 }
 
@@ -167,6 +322,7 @@ pub struct Response<'a> {
     conn: Connection,
     len: u64,
     progress: Progress<'a>,
+    expected: Option<Sha256Digest>,
 }
 
 impl std::fmt::Debug for Response<'_> {
@@ -187,7 +343,9 @@ impl Response<'_> {
     }
 
     /// Receives the data straight into `buf`, which must be exactly [`Response::len`] bytes
-    /// long (a different length is an [`Error::InvalidOption`] and reads nothing).
+    /// long (a different length is an [`Error::InvalidOption`] and reads nothing). With
+    /// [`Fetch::expect_sha256`], data with another digest fails with
+    /// [`Error::ChecksumMismatch`] once `buf` is filled.
     pub fn read_into(mut self, buf: &mut [u8]) -> Result<()> {
         if buf.len() as u64 != self.len {
             return Err(Error::invalid(
@@ -195,8 +353,10 @@ impl Response<'_> {
                 format!("is {} bytes, the file {}", buf.len(), self.len),
             ));
         }
-        receive::receive_into(&mut self.conn, buf, &mut self.progress)?;
-        self.conn.expect_end(self.len)
+        let mut hash = self.expected.map(|_| Hashing::default());
+        receive::receive_into(&mut self.conn, buf, &mut self.progress, hash.as_mut())?;
+        self.conn.expect_end(self.len)?;
+        verify(hash, self.expected)
     }
 }
 

@@ -6,11 +6,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{self, check_duration};
-use crate::error::Result;
+use crate::config::{self, check_count, check_duration};
+use crate::error::{Error, Result};
 
 /// A check run while waiting; returning `true` stops the fetch with [`Error::Interrupted`](crate::Error::Interrupted).
 pub type InterruptCheck = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Told of each retry: the failed attempt's error, its number (from 1) and the wait before
+/// the next attempt.
+pub(crate) type RetryHook = Arc<dyn Fn(&Error, u32, Duration) + Send + Sync>;
 
 /// How a fetch behaves. [`FetchOptions::new`] gives the defaults; [`FetchOptions::builder`]
 /// sets others.
@@ -37,6 +41,10 @@ pub struct FetchOptions {
     fsync: bool,
     interrupt: Option<InterruptCheck>,
     portable: bool,
+    sha256: bool,
+    retries: u32,
+    retry_delay: Duration,
+    on_retry: Option<RetryHook>,
 }
 
 impl Default for FetchOptions {
@@ -52,6 +60,10 @@ impl Default for FetchOptions {
             fsync: false,
             interrupt: None,
             portable: false,
+            sha256: false,
+            retries: config::RETRIES,
+            retry_delay: config::RETRY_DELAY,
+            on_retry: None,
         }
     }
 }
@@ -69,13 +81,17 @@ impl fmt::Debug for FetchOptions {
             .field("fsync", &self.fsync)
             .field("interrupt", &self.interrupt.as_ref().map(|_| "Fn"))
             .field("portable", &self.portable)
+            .field("sha256", &self.sha256)
+            .field("retries", &self.retries)
+            .field("retry_delay", &self.retry_delay)
+            .field("on_retry", &self.on_retry.as_ref().map(|_| "Fn"))
             .finish()
     }
 }
 
 impl FetchOptions {
     /// The defaults: 1 s idle timeout, 5 s connect timeout, no time or size limit, no
-    /// overwrite, the file named after the request in the current directory.
+    /// overwrite, no retry, the file named after the request in the current directory.
     pub fn new() -> Self {
         Self::default()
     }
@@ -135,8 +151,27 @@ impl FetchOptions {
         self.portable
     }
 
+    /// Whether the SHA-256 digest of a downloaded file is computed.
+    pub fn sha256(&self) -> bool {
+        self.sha256
+    }
+
+    /// How many more attempts a failed fetch may make.
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+
+    /// The wait before the first retry.
+    pub fn retry_delay(&self) -> Duration {
+        self.retry_delay
+    }
+
     pub(crate) fn interrupt(&self) -> Option<&InterruptCheck> {
         self.interrupt.as_ref()
+    }
+
+    pub(crate) fn on_retry(&self) -> Option<&RetryHook> {
+        self.on_retry.as_ref()
     }
 }
 
@@ -212,8 +247,51 @@ impl FetchOptionsBuilder {
         self
     }
 
+    /// Computes the SHA-256 digest of each file downloaded with
+    /// [`Fetch::to_file`](crate::Fetch::to_file) as its data arrives, and reports it in
+    /// [`Fetched::sha256`](crate::Fetched::sha256). The data must pass through the process
+    /// for that, so this forces the buffered receive path (as [`portable`](Self::portable)
+    /// does). Off by default; [`Fetch::expect_sha256`](crate::Fetch::expect_sha256) turns
+    /// it on for its fetch.
+    pub fn sha256(mut self, sha256: bool) -> Self {
+        self.0.sha256 = sha256;
+        self
+    }
+
+    /// Makes up to `retries` more attempts when one fails in a way the next may not: the
+    /// host unreachable, the connection closed or reset before the response or cut short, a
+    /// timeout other than [`max_time`](Self::max_time)'s (see [`Fetch`](crate::Fetch) for
+    /// the whole rule). Each attempt starts afresh and nothing partial is kept; the error
+    /// returned is the last attempt's. None by default; at most [`config::MAX_RETRIES`].
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.0.retries = retries;
+        self
+    }
+
+    /// The wait before the first retry (250 ms by default; 0 retries at once). Each later
+    /// wait doubles, up to 10 s or this first wait if longer, and each is shortened by a
+    /// random part of up to a quarter, so that clients that failed together spread out.
+    /// The interrupt check is polled during the wait, and [`max_time`](Self::max_time)
+    /// counts it: a retry that could not start in time is not made.
+    pub fn retry_delay(mut self, delay: Duration) -> Self {
+        self.0.retry_delay = delay;
+        self
+    }
+
+    /// Calls `hook(error, attempt, wait)` before each retry, with the failed attempt's
+    /// error, its number (from 1) and the wait before the next attempt: for reporting
+    /// retries, or counting them. Not called when no retry follows.
+    pub fn on_retry(
+        mut self,
+        hook: impl Fn(&Error, u32, Duration) + Send + Sync + 'static,
+    ) -> Self {
+        self.0.on_retry = Some(Arc::new(hook));
+        self
+    }
+
     /// The options, or [`Error::InvalidOption`](crate::Error::InvalidOption) naming the first value out of range: every
-    /// duration at most [`config::MAX_DURATION`], the timeouts and the rate window above 0.
+    /// duration at most [`config::MAX_DURATION`], the timeouts and the rate window above 0,
+    /// the retries at most [`config::MAX_RETRIES`].
     pub fn build(self) -> Result<FetchOptions> {
         let o = self.0;
         check_duration("idle_timeout", o.idle_timeout, true)?;
@@ -224,6 +302,13 @@ impl FetchOptionsBuilder {
         if let Some((_, window)) = o.min_rate {
             check_duration("min_rate window", window, true)?;
         }
+        check_count(
+            "retries",
+            o.retries as usize,
+            0,
+            config::MAX_RETRIES as usize,
+        )?;
+        check_duration("retry_delay", o.retry_delay, false)?;
         Ok(o)
     }
 }

@@ -5,6 +5,10 @@
 //! kernel needs. Elsewhere, into a writer, or when asked for the portable path, the data is
 //! read into one buffer, allocated once per transfer and reused for every chunk. Into memory,
 //! the data is read straight into the caller's buffer, sized from DataLength.
+//!
+//! When a SHA-256 digest is wanted, it is computed from each chunk as it arrives, so the file
+//! is never read back. That needs the data in the process, which `splice` avoids: a digest
+//! forces the buffered path.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -12,6 +16,7 @@ use std::ops::ControlFlow;
 use std::path::Path;
 
 use super::connection::{is_disconnect, Connection, ReadError};
+use super::digest::Hashing;
 use crate::error::{Error, Result, TimeoutPhase};
 use crate::sys::Splicer;
 
@@ -19,7 +24,7 @@ use crate::sys::Splicer;
 const CHUNK: usize = 256 * 1024;
 
 /// Receives `total` bytes into `file`; `path` names it in errors. `portable` forces the
-/// buffered path where a zero-copy one exists.
+/// buffered path where a zero-copy one exists, and so does `hash`, which is fed every byte.
 pub(crate) fn receive_to_file(
     conn: &mut Connection,
     file: &mut File,
@@ -27,12 +32,13 @@ pub(crate) fn receive_to_file(
     progress: &mut dyn FnMut(u64, u64) -> ControlFlow<()>,
     path: &Path,
     portable: bool,
+    hash: Option<&mut Hashing>,
 ) -> Result<()> {
     if progress(0, total).is_break() {
         return Err(Error::Aborted);
     }
     let mut received = 0;
-    let splicer = if portable || total == 0 {
+    let splicer = if portable || total == 0 || hash.is_some() {
         None
     } else {
         Splicer::new()
@@ -44,27 +50,30 @@ pub(crate) fn receive_to_file(
             Spliced::Unsupported { received: got } => received = got,
         }
     }
-    receive(conn, file, received, total, progress, Some(path))
+    receive(conn, file, received, total, progress, Some(path), hash)
 }
 
-/// Receives `total` bytes into `writer`.
+/// Receives `total` bytes into `writer`, feeding `hash` if given.
 pub(crate) fn receive_to_writer<W: Write + ?Sized>(
     conn: &mut Connection,
     writer: &mut W,
     total: u64,
     progress: &mut dyn FnMut(u64, u64) -> ControlFlow<()>,
+    hash: Option<&mut Hashing>,
 ) -> Result<()> {
     if progress(0, total).is_break() {
         return Err(Error::Aborted);
     }
-    receive(conn, writer, 0, total, progress, None)
+    receive(conn, writer, 0, total, progress, None, hash)
 }
 
-/// Receives exactly `buf.len()` bytes (the announced length) straight into `buf`.
+/// Receives exactly `buf.len()` bytes (the announced length) straight into `buf`, feeding
+/// `hash` if given.
 pub(crate) fn receive_into(
     conn: &mut Connection,
     buf: &mut [u8],
     progress: &mut dyn FnMut(u64, u64) -> ControlFlow<()>,
+    mut hash: Option<&mut Hashing>,
 ) -> Result<()> {
     let total = buf.len() as u64;
     if progress(0, total).is_break() {
@@ -80,7 +89,12 @@ pub(crate) fn receive_into(
                     expected: total,
                 })
             }
-            Ok(n) => received += n,
+            Ok(n) => {
+                if let Some(hash) = hash.as_deref_mut() {
+                    hash.update(&buf[received..received + n]);
+                }
+                received += n;
+            }
             Err(e) => return Err(read_error(e, received as u64, total)),
         }
         if progress(received as u64, total).is_break() {
@@ -90,13 +104,15 @@ pub(crate) fn receive_into(
     Ok(())
 }
 
-/// Receives `total` bytes into `data`, read straight into it. Memory is taken as data
-/// arrives, doubling at most, so an announced length alone cannot make the client allocate.
+/// Receives `total` bytes into `data`, read straight into it, feeding `hash` if given.
+/// Memory is taken as data arrives, doubling at most, so an announced length alone cannot
+/// make the client allocate.
 pub(crate) fn receive_to_vec(
     conn: &mut Connection,
     data: &mut Vec<u8>,
     total: u64,
     progress: &mut dyn FnMut(u64, u64) -> ControlFlow<()>,
+    mut hash: Option<&mut Hashing>,
 ) -> Result<()> {
     if progress(0, total).is_break() {
         return Err(Error::Aborted);
@@ -120,7 +136,12 @@ pub(crate) fn receive_to_vec(
                     expected: total,
                 });
             }
-            Ok(n) => received += n,
+            Ok(n) => {
+                if let Some(hash) = hash.as_deref_mut() {
+                    hash.update(&data[received..received + n]);
+                }
+                received += n;
+            }
             Err(e) => {
                 data.truncate(received);
                 return Err(read_error(e, received as u64, total));
@@ -134,7 +155,8 @@ pub(crate) fn receive_to_vec(
     Ok(())
 }
 
-/// The buffered loop, from `received` bytes already stored up to `total`.
+/// The buffered loop, from `received` bytes already stored up to `total`. `hash`, when
+/// given, is fed every byte from here on (so `received` is 0 when there is one).
 fn receive<W: Write + ?Sized>(
     conn: &mut Connection,
     out: &mut W,
@@ -142,6 +164,7 @@ fn receive<W: Write + ?Sized>(
     total: u64,
     progress: &mut dyn FnMut(u64, u64) -> ControlFlow<()>,
     path: Option<&Path>,
+    mut hash: Option<&mut Hashing>,
 ) -> Result<()> {
     let mut buf = vec![0u8; ((total - received).min(CHUNK as u64) as usize).max(1)];
     while received < total {
@@ -156,6 +179,9 @@ fn receive<W: Write + ?Sized>(
             Ok(n) => n,
             Err(e) => return Err(read_error(e, received, total)),
         };
+        if let Some(hash) = hash.as_deref_mut() {
+            hash.update(&buf[..n]);
+        }
         out.write_all(&buf[..n]).map_err(|source| Error::Io {
             path: path.map(Path::to_path_buf),
             source,

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::access::{AccessRule, Cidr};
 use crate::config::{self, check_count, check_duration};
 use crate::error::Result;
 
@@ -23,6 +24,8 @@ use crate::error::Result;
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     root: PathBuf,
+    #[cfg(feature = "object-store")]
+    object_store: Option<(std::sync::Arc<dyn object_store::ObjectStore>, String)>,
     max_connections: usize,
     request_timeout: Duration,
     send_timeout: Duration,
@@ -30,12 +33,19 @@ pub struct ServerConfig {
     threads: usize,
     portable: bool,
     file_cache: Duration,
+    proxy_protocol: bool,
+    access_rules: Vec<AccessRule>,
+    max_per_address: usize,
+    rate_limit: u64,
+    total_rate_limit: u64,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             root: PathBuf::from("."),
+            #[cfg(feature = "object-store")]
+            object_store: None,
             max_connections: config::MAX_CONNECTIONS,
             request_timeout: config::REQUEST_TIMEOUT,
             send_timeout: config::SEND_TIMEOUT,
@@ -43,6 +53,11 @@ impl Default for ServerConfig {
             threads: config::THREADS,
             portable: false,
             file_cache: config::FILE_CACHE,
+            proxy_protocol: false,
+            access_rules: Vec::new(),
+            max_per_address: config::MAX_PER_ADDRESS,
+            rate_limit: config::RATE_LIMIT,
+            total_rate_limit: config::TOTAL_RATE_LIMIT,
         }
     }
 }
@@ -63,9 +78,17 @@ impl ServerConfig {
         ServerConfigBuilder(self.clone())
     }
 
-    /// Directory files are served from.
+    /// Directory (or object-store URL) files are served from.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The object store set with [`ServerConfigBuilder::object_store`], with its prefix.
+    #[cfg(feature = "object-store")]
+    pub fn object_store(&self) -> Option<(&std::sync::Arc<dyn object_store::ObjectStore>, &str)> {
+        self.object_store
+            .as_ref()
+            .map(|(store, prefix)| (store, prefix.as_str()))
     }
 
     /// Most connections handled at once (the process's open file limit may lower it; see
@@ -103,6 +126,31 @@ impl ServerConfig {
     pub fn file_cache(&self) -> Duration {
         self.file_cache
     }
+
+    /// Whether every connection must start with a PROXY protocol header.
+    pub fn proxy_protocol(&self) -> bool {
+        self.proxy_protocol
+    }
+
+    /// The access rules, in the order they are checked (none: every client is served).
+    pub fn access_rules(&self) -> &[AccessRule] {
+        &self.access_rules
+    }
+
+    /// Most connections at once from one client address (0: no limit).
+    pub fn max_per_address(&self) -> usize {
+        self.max_per_address
+    }
+
+    /// Most bytes a second one connection sends (0: no limit).
+    pub fn rate_limit(&self) -> u64 {
+        self.rate_limit
+    }
+
+    /// Most bytes a second the whole server sends (0: no limit).
+    pub fn total_rate_limit(&self) -> u64 {
+        self.total_rate_limit
+    }
 }
 
 /// Sets [`ServerConfig`]; [`build`](ServerConfigBuilder::build) checks the values.
@@ -110,9 +158,25 @@ impl ServerConfig {
 pub struct ServerConfigBuilder(ServerConfig);
 
 impl ServerConfigBuilder {
-    /// Directory files are served from (the working directory by default).
+    /// Directory files are served from (the working directory by default), or, with the
+    /// `object-store` feature, an object store's URL: `s3://bucket/prefix` (endpoint, region
+    /// and credentials from the standard `AWS_*` variables), `file:///dir` or `memory://`.
+    /// A plain path always means a directory, served with the confinement rules.
     pub fn root(mut self, root: impl Into<PathBuf>) -> Self {
         self.0.root = root.into();
+        self
+    }
+
+    /// Serves the objects of `store` whose keys start with `prefix` (for instance a store
+    /// built with options of your own, or an in-memory one in tests); this takes the place of
+    /// [`root`](ServerConfigBuilder::root).
+    #[cfg(feature = "object-store")]
+    pub fn object_store(
+        mut self,
+        store: std::sync::Arc<dyn object_store::ObjectStore>,
+        prefix: &str,
+    ) -> Self {
+        self.0.object_store = Some((store, prefix.to_owned()));
         self
     }
 
@@ -173,6 +237,83 @@ impl ServerConfigBuilder {
         self
     }
 
+    /// Expects every connection to start with a PROXY protocol header, v1 or v2, as a load
+    /// balancer sends it (HAProxy's `send-proxy` or `send-proxy-v2`); off by default.
+    ///
+    /// The header must arrive within the request timeout, with the request after it. The
+    /// client it names is the connection's `peer` in the log, with the load balancer's
+    /// address as `via`; v1 `UNKNOWN`, v2 `LOCAL` (HAProxy's health checks) and v2 `UNSPEC`
+    /// keep the connection's own peer. A connection without a valid header is closed
+    /// without a response, and so is one whose v2 header is longer than 232 bytes or is for
+    /// anything but TCP over IPv4 or IPv6. Only turn this on behind a load balancer that
+    /// sends the header: anyone who can reach the server directly can claim any address.
+    /// Off, a PROXY header is a malformed request like any other.
+    pub fn proxy_protocol(mut self, on: bool) -> Self {
+        self.0.proxy_protocol = on;
+        self
+    }
+
+    /// Adds a rule serving the clients in `network`; see
+    /// [`access_rule`](ServerConfigBuilder::access_rule) for how rules are checked.
+    pub fn allow(self, network: Cidr) -> Self {
+        self.access_rule(AccessRule::Allow(network))
+    }
+
+    /// Adds a rule refusing the clients in `network`; see
+    /// [`access_rule`](ServerConfigBuilder::access_rule) for how rules are checked.
+    pub fn deny(self, network: Cidr) -> Self {
+        self.access_rule(AccessRule::Deny(network))
+    }
+
+    /// Adds an access rule after those already added.
+    ///
+    /// Rules are checked in the order they were added, as nginx checks `allow` and `deny`:
+    /// the first whose network contains the client decides. A client that no rule matches
+    /// is served if every rule is a deny rule (or there are none), and refused if there is
+    /// at least one allow rule. So `allow 10.0.0.0/8` alone serves 10.0.0.0/8 only,
+    /// `deny 10.0.0.0/8` alone serves everyone else, and `deny 10.0.0.5, allow 10.0.0.0/8`
+    /// serves 10.0.0.0/8 but 10.0.0.5.
+    ///
+    /// The client is the connection's peer, or with
+    /// [`proxy_protocol`](ServerConfigBuilder::proxy_protocol) the client the PROXY header
+    /// names (a health check's header names none: the load balancer is judged). An IPv4
+    /// client that reaches an IPv6 socket as `::ffff:a.b.c.d` is judged as the IPv4 client
+    /// `a.b.c.d`. A refused client is closed without a response, before its request is read
+    /// (right after the PROXY header when that is on), and logged.
+    pub fn access_rule(mut self, rule: AccessRule) -> Self {
+        self.0.access_rules.push(rule);
+        self
+    }
+
+    /// At most `n` connections at once from one client address (the real client's, as for
+    /// the [access rules](ServerConfigBuilder::access_rule)); one more is closed without a
+    /// response, before its request is read, and logged. 0 (the default) sets no limit;
+    /// otherwise 1 to [`config::MAX_CONNECTIONS_LIMIT`]. Every IPv6 address counts on its
+    /// own, as nginx's `limit_conn` on `$binary_remote_addr` does.
+    pub fn max_per_address(mut self, n: usize) -> Self {
+        self.0.max_per_address = n;
+        self
+    }
+
+    /// Each connection sends at most `bytes_per_sec` bytes a second (0, the default: no
+    /// limit). A connection may run ahead of the rate by a tenth of a second's worth (at
+    /// least 1 KiB): in its first `t` seconds it sends at most `rate × t + burst` bytes,
+    /// header included. Large files still leave with `sendfile`, in paced chunks; the
+    /// pauses do not count as the client stalling.
+    pub fn rate_limit(mut self, bytes_per_sec: u64) -> Self {
+        self.0.rate_limit = bytes_per_sec;
+        self
+    }
+
+    /// All connections together send at most `bytes_per_sec` bytes a second (0, the default:
+    /// no limit), with the same burst as [`rate_limit`](ServerConfigBuilder::rate_limit).
+    /// Connections take turns in the order they ask, 16 KiB at a time at most, so that each
+    /// gets an even share; both limits can be set at once.
+    pub fn total_rate_limit(mut self, bytes_per_sec: u64) -> Self {
+        self.0.total_rate_limit = bytes_per_sec;
+        self
+    }
+
     /// The configuration, or [`Error::InvalidOption`](crate::Error::InvalidOption) naming
     /// the first value out of range.
     pub fn build(self) -> Result<ServerConfig> {
@@ -188,6 +329,12 @@ impl ServerConfigBuilder {
         check_duration("grace_period", c.grace_period, false)?;
         check_count("threads", c.threads, 0, config::MAX_THREADS)?;
         check_duration("file_cache", c.file_cache, false)?;
+        check_count(
+            "max_per_address",
+            c.max_per_address,
+            0,
+            config::MAX_CONNECTIONS_LIMIT,
+        )?;
         Ok(c)
     }
 }

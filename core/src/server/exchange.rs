@@ -1,6 +1,9 @@
 //! One connection's exchange: read the FileRequest before its deadline, check and open the
 //! name beneath the root, send the response, and log one line for the connection (with the
-//! target `filefetch::server`).
+//! target `filefetch::server`). Behind a load balancer, the request comes after a PROXY
+//! header (see `proxy`), read under the same deadline. The client (the peer, or the one the
+//! PROXY header names) is let in by the access rules and the limit per address before its
+//! request is read; the response is paced by the rate limits.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -10,8 +13,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{timeout, timeout_at};
 
+use super::access::{judge, AccessRule, Denied, PerAddress, Slot};
 use super::cache::FileCache;
 use super::confine::{check_name, OpenError, Resolver, Root};
+use super::pace::{self, Pace};
+use super::proxy;
 use super::send::{send_file, send_not_found, Paths, SendError};
 use super::socket::Sock;
 use crate::protocol::{DecodeError, RequestHeader, MAX_NAME_LEN, REQUEST_HEADER_LEN};
@@ -19,12 +25,31 @@ use crate::sys;
 
 /// What every connection of a server needs: the root, the open-file cache, the timeouts.
 pub(super) struct Ctx {
-    pub(super) root: Root,
+    pub(super) source: Source,
     pub(super) files: FileCache,
     pub(super) request_timeout: Duration,
     pub(super) send_timeout: Duration,
     pub(super) resolver: Resolver,
     pub(super) paths: Paths,
+    /// Every connection starts with a PROXY header.
+    pub(super) proxy_protocol: bool,
+    /// Who is served, checked in order (none: everyone).
+    pub(super) access_rules: Vec<AccessRule>,
+    /// The limit of connections at once per client address, if there is one.
+    pub(super) per_address: Option<Arc<PerAddress>>,
+    /// Bytes a second per connection (0: no limit).
+    pub(super) rate_limit: u64,
+    /// The whole server's rate limit, if there is one.
+    pub(super) total_rate: Option<pace::Shared>,
+}
+
+/// Where files come from.
+pub(super) enum Source {
+    /// A directory, through the confinement rules and the open-file cache.
+    Dir(Root),
+    /// An object store.
+    #[cfg(feature = "object-store")]
+    Store(super::store::Store),
 }
 
 /// How one connection ended.
@@ -34,12 +59,20 @@ enum Outcome {
     /// The server could not open the file for want of descriptors (StatusCode 0 was sent).
     Unavailable(std::io::Error),
     BadRequest(DecodeError),
+    BadProxyHeader(proxy::Refusal),
+    /// The access rules refuse the client.
+    Refused(Denied),
+    /// The client has this many connections open already, the most it may.
+    TooMany(u32),
     RequestTimeout,
     RequestCut(usize),
     ClientGone(std::io::Error),
     Stalled,
     Shrank,
     ReadFailed(std::io::Error),
+    /// The object store failed or did not answer (StatusCode 0 was sent).
+    #[cfg(feature = "object-store")]
+    StoreFailed(String),
 }
 
 impl fmt::Display for Outcome {
@@ -53,6 +86,20 @@ impl fmt::Display for Outcome {
                  answered StatusCode 0"
             ),
             Outcome::BadRequest(e) => write!(f, "bad request: {e}; closed without a response"),
+            Outcome::BadProxyHeader(e) => {
+                write!(f, "bad PROXY header: {e}; closed without a response")
+            }
+            Outcome::Refused(Denied::Rule(net)) => {
+                write!(f, "refused by rule deny {net}; closed without a response")
+            }
+            Outcome::Refused(Denied::NoAllowMatches) => {
+                f.write_str("refused: no allow rule matches; closed without a response")
+            }
+            Outcome::TooMany(n) => write!(
+                f,
+                "too many connections from this address (at most {n} at once); closed without \
+                 a response"
+            ),
             Outcome::RequestTimeout => {
                 f.write_str("request did not arrive in time; closed without a response")
             }
@@ -64,18 +111,41 @@ impl fmt::Display for Outcome {
             Outcome::Stalled => f.write_str("client stopped reading; dropped"),
             Outcome::Shrank => f.write_str("file shrank while being sent; connection aborted"),
             Outcome::ReadFailed(e) => write!(f, "reading the file failed: {e}; connection aborted"),
+            #[cfg(feature = "object-store")]
+            Outcome::StoreFailed(why) => {
+                write!(f, "the object store failed: {why}; answered StatusCode 0")
+            }
         }
     }
 }
 
 /// What the log line of a connection reports besides its outcome.
-#[derive(Default)]
 struct Record {
+    /// Whom the connection is for: the peer, or the client a PROXY header names.
+    client: SocketAddr,
+    /// The peer (the load balancer) when a PROXY header named the client.
+    via: Option<SocketAddr>,
     name: Option<String>,
     status: Option<u8>,
     bytes: u64,
     /// The client sent bytes beyond its request.
     extra: bool,
+    /// The client's place under the limit per address, held while the connection lasts.
+    slot: Option<Slot>,
+}
+
+impl Record {
+    fn new(peer: SocketAddr) -> Record {
+        Record {
+            client: peer,
+            via: None,
+            name: None,
+            status: None,
+            bytes: 0,
+            extra: false,
+            slot: None,
+        }
+    }
 }
 
 pub(super) async fn connection(
@@ -85,7 +155,7 @@ pub(super) async fn connection(
     permit: OwnedSemaphorePermit,
 ) {
     let start = Instant::now();
-    let mut record = Record::default();
+    let mut record = Record::new(peer);
     let outcome = exchange(&mut sock, &ctx, start, &mut record).await;
     match outcome {
         Outcome::Sent | Outcome::NotFound(_) if record.extra => finish(&mut sock).await,
@@ -99,6 +169,7 @@ pub(super) async fn connection(
         _ => {}
     }
     drop(sock);
+    drop(record.slot.take());
     drop(permit);
     let name = record.name.as_deref().unwrap_or("-");
     let status = match record.status {
@@ -110,12 +181,12 @@ pub(super) async fn connection(
     match outcome {
         Outcome::Sent | Outcome::NotFound(_) => tracing::info!(
             target: "filefetch::server",
-            peer = %peer, name = ?name, status = %status, bytes = record.bytes, ms = format_args!("{ms:.1}"),
+            peer = %record.client, via = record.via.map(tracing::field::display), name = ?name, status = %status, bytes = record.bytes, ms = format_args!("{ms:.1}"),
             "{outcome}"
         ),
         _ => tracing::warn!(
             target: "filefetch::server",
-            peer = %peer, name = ?name, status = %status, bytes = record.bytes, ms = format_args!("{ms:.1}"),
+            peer = %record.client, via = record.via.map(tracing::field::display), name = ?name, status = %status, bytes = record.bytes, ms = format_args!("{ms:.1}"),
             "{outcome}"
         ),
     }
@@ -126,17 +197,37 @@ pub(super) async fn connection(
 const REQUEST_BUF: usize = REQUEST_HEADER_LEN + MAX_NAME_LEN + 32;
 
 async fn exchange(sock: &mut Sock, ctx: &Ctx, start: Instant, record: &mut Record) -> Outcome {
-    let mut buf = [0u8; REQUEST_BUF];
+    // With the PROXY protocol, the header comes first in the same buffer, and the request
+    // usually with it: never more is read than the longest header and the request's room.
+    let mut whole = [0u8; proxy::MAX_HEADER + REQUEST_BUF];
+    let buf = if ctx.proxy_protocol {
+        &mut whole[..]
+    } else {
+        &mut whole[..REQUEST_BUF]
+    };
     // A deadline beyond what an Instant can hold (a configured `Duration::MAX`) is none.
     let deadline = start
         .checked_add(ctx.request_timeout)
         .map_or_else(far_future, tokio::time::Instant::from_std);
     let mut got = 0;
-    let mut want = REQUEST_HEADER_LEN;
+    // Where the request starts in `buf`: after the PROXY header, once that is read.
+    let mut at = 0;
+    let mut awaiting_proxy = ctx.proxy_protocol;
+    let mut want = if awaiting_proxy {
+        1
+    } else {
+        REQUEST_HEADER_LEN
+    };
     let mut header = None;
     let mut yielded = false;
     let mut acked = false;
-    // Read the header, then the name, all before one deadline counted from accept.
+    if !awaiting_proxy {
+        if let Err(refused) = admit(ctx, record) {
+            return refused;
+        }
+    }
+    // Read the PROXY header if one is due, the request's header, then the name, all before
+    // one deadline counted from accept.
     while got < want {
         // The request usually arrives with the connection: read it straight away, and wait
         // for readiness (a trip through the event loop) only when it is not there yet.
@@ -158,12 +249,32 @@ async fn exchange(sock: &mut Sock, ctx: &Ctx, start: Instant, record: &mut Recor
             read => read,
         };
         match read {
-            Ok(0) => return Outcome::RequestCut(got),
+            Ok(0) if awaiting_proxy => return Outcome::BadProxyHeader(proxy::Refusal::Cut(got)),
+            Ok(0) => return Outcome::RequestCut(got - at),
             Ok(n) => got += n,
             Err(e) => return Outcome::ClientGone(e),
         }
-        if header.is_none() && got >= REQUEST_HEADER_LEN {
-            let fixed: [u8; REQUEST_HEADER_LEN] = buf[..REQUEST_HEADER_LEN].try_into().unwrap();
+        if awaiting_proxy {
+            match proxy::parse(&buf[..got]) {
+                Err(e) => return Outcome::BadProxyHeader(e),
+                Ok(None) => want = got + 1,
+                Ok(Some(found)) => {
+                    if let Some(client) = found.client {
+                        record.via = Some(record.client);
+                        record.client = client;
+                    }
+                    if let Err(refused) = admit(ctx, record) {
+                        return refused;
+                    }
+                    awaiting_proxy = false;
+                    at = found.len;
+                    want = at + REQUEST_HEADER_LEN;
+                }
+            }
+        }
+        if header.is_none() && !awaiting_proxy && got >= at + REQUEST_HEADER_LEN {
+            let fixed: [u8; REQUEST_HEADER_LEN] =
+                buf[at..at + REQUEST_HEADER_LEN].try_into().unwrap();
             match RequestHeader::decode(&fixed) {
                 Ok(h) => {
                     want += usize::from(h.name_len);
@@ -180,12 +291,28 @@ async fn exchange(sock: &mut Sock, ctx: &Ctx, start: Instant, record: &mut Recor
         }
     }
     record.extra = got > want;
-    let raw = &buf[REQUEST_HEADER_LEN..want];
+    let raw = &buf[at + REQUEST_HEADER_LEN..want];
     record.name = Some(String::from_utf8_lossy(raw).into_owned());
+    let mut pace = Pace::new(ctx.rate_limit, ctx.total_rate.as_ref());
 
+    // One arm only without the object-store feature.
+    #[allow(clippy::infallible_destructuring_match)]
+    let root = match &ctx.source {
+        Source::Dir(root) => root,
+        #[cfg(feature = "object-store")]
+        Source::Store(store) => {
+            return match check_name(raw) {
+                Err(e) => {
+                    let refusal = Outcome::NotFound(e.to_string());
+                    refuse(sock, ctx, record, refusal, &mut pace).await
+                }
+                Ok(name) => from_store(sock, ctx, store, name, record, &mut pace).await,
+            }
+        }
+    };
     let file = match check_name(raw) {
         Err(e) => Err(Outcome::NotFound(e.to_string())),
-        Ok(name) => match ctx.files.open(&ctx.root, name, ctx.resolver, start) {
+        Ok(name) => match ctx.files.open(root, name, ctx.resolver, start) {
             Ok(found) => Ok(found),
             Err(OpenError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err(Outcome::NotFound("no such file".to_owned()))
@@ -201,13 +328,7 @@ async fn exchange(sock: &mut Sock, ctx: &Ctx, start: Instant, record: &mut Recor
     });
     let (found, len) = match announced {
         Ok(found) => found,
-        Err(refusal) => {
-            record.status = Some(0);
-            return match send_not_found(sock, ctx.send_timeout, ctx.paths).await {
-                Ok(()) => refusal,
-                Err(e) => sent_outcome(e),
-            };
-        }
+        Err(refusal) => return refuse(sock, ctx, record, refusal, &mut pace).await,
     };
     record.status = Some(1);
     match send_file(
@@ -217,6 +338,85 @@ async fn exchange(sock: &mut Sock, ctx: &Ctx, start: Instant, record: &mut Recor
         len,
         ctx.send_timeout,
         ctx.paths,
+        &mut pace,
+        &mut record.bytes,
+    )
+    .await
+    {
+        Ok(()) => Outcome::Sent,
+        Err(e) => sent_outcome(e),
+    }
+}
+
+/// Lets the client in, or says why not: the access rules first, then the limit per address
+/// (whose slot the record then holds for the connection's life).
+fn admit(ctx: &Ctx, record: &mut Record) -> Result<(), Outcome> {
+    let client = record.client.ip();
+    judge(&ctx.access_rules, client).map_err(Outcome::Refused)?;
+    if let Some(limits) = &ctx.per_address {
+        record.slot = Some(
+            limits
+                .enter(client)
+                .ok_or(Outcome::TooMany(limits.limit()))?,
+        );
+    }
+    Ok(())
+}
+
+/// Answers StatusCode 0; the connection ends as `refusal` says (or as sending failed).
+async fn refuse(
+    sock: &mut Sock,
+    ctx: &Ctx,
+    record: &mut Record,
+    refusal: Outcome,
+    pace: &mut Pace<'_>,
+) -> Outcome {
+    record.status = Some(0);
+    match send_not_found(sock, ctx.send_timeout, ctx.paths, pace).await {
+        Ok(()) => refusal,
+        Err(e) => sent_outcome(e),
+    }
+}
+
+/// Serves a checked name from the object store: one GET, its body streamed to the client.
+/// A store that does not answer within the send timeout gets StatusCode 0, like one that
+/// fails.
+#[cfg(feature = "object-store")]
+async fn from_store(
+    sock: &mut Sock,
+    ctx: &Ctx,
+    store: &super::store::Store,
+    name: &str,
+    record: &mut Record,
+    pace: &mut Pace<'_>,
+) -> Outcome {
+    use super::store::{chunks, Missing};
+
+    let object = match timeout(ctx.send_timeout, store.get(name)).await {
+        Ok(Ok(object)) => object,
+        Ok(Err(Missing::NoSuchKey)) => {
+            let refusal = Outcome::NotFound("no such key".to_owned());
+            return refuse(sock, ctx, record, refusal, pace).await;
+        }
+        Ok(Err(Missing::Store(why))) => {
+            return refuse(sock, ctx, record, Outcome::StoreFailed(why), pace).await
+        }
+        Err(_) => {
+            let why = format!("no answer within {} s", ctx.send_timeout.as_secs_f64());
+            return refuse(sock, ctx, record, Outcome::StoreFailed(why), pace).await;
+        }
+    };
+    let len = match announceable(object.size) {
+        Ok(len) => len,
+        Err(why) => return refuse(sock, ctx, record, Outcome::NotFound(why), pace).await,
+    };
+    record.status = Some(1);
+    match super::send::send_stream(
+        sock,
+        len,
+        chunks(object.body),
+        ctx.send_timeout,
+        pace,
         &mut record.bytes,
     )
     .await
@@ -331,12 +531,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.txt"), b"hello").unwrap();
         let ctx = Ctx {
-            root: Root::new(dir.path()).unwrap(),
+            source: Source::Dir(Root::new(dir.path()).unwrap()),
             files: FileCache::new(Duration::ZERO, CACHE_CAPACITY),
             request_timeout: Duration::from_secs(5),
             send_timeout: Duration::from_secs(5),
             resolver: Resolver::Native,
             paths: Paths::new(false),
+            proxy_protocol: false,
+            access_rules: Vec::new(),
+            per_address: None,
+            rate_limit: 0,
+            total_rate: None,
         };
         let (mut sock, probe, mut client) = accepted();
         assert!(!quick_ack(&probe));
@@ -350,7 +555,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let mut record = Record::default();
+        let mut record = Record::new(probe.peer_addr().unwrap());
         let mut exchange = Box::pin(exchange(&mut sock, &ctx, Instant::now(), &mut record));
         let pending = runtime.block_on(std::future::poll_fn(|cx| {
             Poll::Ready(exchange.as_mut().poll(cx).is_pending())

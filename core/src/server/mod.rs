@@ -11,7 +11,10 @@
 //!   ([`Server`], [`BackgroundServer`], [`ServerHandle`]);
 //! - `exchange`: one connection, from the request to the log line;
 //! - `confine`: names and opening them beneath the root; `cache`: files kept open;
-//! - `send`: the response's paths to the socket; `socket`: the accepted socket.
+//! - `send`: the response's paths to the socket; `socket`: the accepted socket;
+//! - `proxy`: the PROXY protocol header a load balancer may put before the request;
+//! - `access`: who may connect (access rules, connections per address); `pace`: rate
+//!   limits; `activation`: listening sockets handed over by systemd.
 
 use std::fmt;
 use std::future::Future;
@@ -27,18 +30,29 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{sleep, timeout};
 
+mod access;
+#[cfg(unix)]
+mod activation;
 mod cache;
 mod config;
 pub mod confine;
 mod exchange;
+mod pace;
+mod proxy;
 mod send;
 mod socket;
+#[cfg(feature = "object-store")]
+mod store;
 
+pub use access::{AccessRule, Cidr};
+#[cfg(unix)]
+pub use activation::systemd_listeners;
 pub use config::{ServerConfig, ServerConfigBuilder};
 
+use access::PerAddress;
 use cache::{FileCache, CAPACITY as CACHE_CAPACITY};
 use confine::{Resolver, Root};
-use exchange::{connection, Ctx};
+use exchange::{connection, Ctx, Source};
 
 use crate::error::{Error, Result};
 use crate::sys;
@@ -104,15 +118,9 @@ impl Server {
     /// Binds every address given; the server listens on all of them.
     pub fn bind_all(addrs: &[SocketAddr], config: ServerConfig) -> Result<Server> {
         if addrs.is_empty() {
-            return Err(Error::Io {
-                path: None,
-                source: std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    "no address to listen on",
-                ),
-            });
+            return Err(no_listener());
         }
-        let root = Root::new(config.root()).map_err(|e| Error::io(config.root(), e))?;
+        let source = open_source(&config)?;
         let mut listeners = Vec::with_capacity(addrs.len());
         let mut bound = Vec::with_capacity(addrs.len());
         for &addr in addrs {
@@ -124,6 +132,38 @@ impl Server {
             );
             listeners.push(listener);
         }
+        Ok(Self::with_listeners(listeners, bound, source, config))
+    }
+
+    /// Serves on listening sockets opened elsewhere: by a service manager (see
+    /// [`systemd_listeners`]), or by the caller. They are used as they are (their address,
+    /// backlog and IPv6-only setting stay); the server makes them non-blocking and sets on
+    /// them what it sets on its own (`TCP_NODELAY`, and on Linux delayed acknowledgements
+    /// for the connections accepted).
+    pub fn from_listeners(
+        listeners: Vec<std::net::TcpListener>,
+        config: ServerConfig,
+    ) -> Result<Server> {
+        if listeners.is_empty() {
+            return Err(no_listener());
+        }
+        let source = open_source(&config)?;
+        let mut bound = Vec::with_capacity(listeners.len());
+        for listener in &listeners {
+            let io = |source| Error::Io { path: None, source };
+            bound.push(listener.local_addr().map_err(io)?);
+            adopt(listener).map_err(io)?;
+        }
+        Ok(Self::with_listeners(listeners, bound, source, config))
+    }
+
+    /// The server for `listeners` (listening at `bound`), serving from `source`.
+    fn with_listeners(
+        listeners: Vec<std::net::TcpListener>,
+        bound: Vec<SocketAddr>,
+        source: Source,
+        config: ServerConfig,
+    ) -> Server {
         let (cache_capacity, connection_limit) =
             descriptor_budget(config.max_connections(), sys::descriptor_limit());
         if connection_limit < config.max_connections() {
@@ -133,7 +173,7 @@ impl Server {
             );
         }
         let ctx = Arc::new(Ctx {
-            root,
+            source,
             files: FileCache::new(
                 if sys::CAN_REPLACE_OPEN_FILES {
                     config.file_cache()
@@ -150,9 +190,16 @@ impl Server {
                 Resolver::Native
             },
             paths: send::Paths::new(config.portable()),
+            proxy_protocol: config.proxy_protocol(),
+            access_rules: config.access_rules().to_vec(),
+            per_address: (config.max_per_address() > 0)
+                .then(|| Arc::new(PerAddress::new(config.max_per_address()))),
+            rate_limit: config.rate_limit(),
+            total_rate: (config.total_rate_limit() > 0)
+                .then(|| pace::Shared::new(config.total_rate_limit())),
         });
         let (state, _) = watch::channel(State::Running);
-        Ok(Server {
+        Server {
             listeners,
             addrs: bound,
             config,
@@ -161,7 +208,7 @@ impl Server {
             handle: ServerHandle {
                 state: Arc::new(state),
             },
-        })
+        }
     }
 
     /// The first address the server listens on, with the real port.
@@ -420,6 +467,51 @@ fn descriptor_budget(max_connections: usize, limit: Option<u64>) -> (usize, usiz
     (cache, connections)
 }
 
+/// The directory or object store the configuration's root names.
+fn open_source(config: &ServerConfig) -> Result<Source> {
+    #[cfg(feature = "object-store")]
+    {
+        if let Some((store, prefix)) = config.object_store() {
+            return Ok(Source::Store(store::Store::with(store.clone(), prefix)));
+        }
+        if let Some(url) = config.root().to_str().filter(|r| store::is_store_url(r)) {
+            return Ok(Source::Store(store::Store::open(url)?));
+        }
+    }
+    #[cfg(not(feature = "object-store"))]
+    {
+        let named = config.root().to_string_lossy();
+        if ["s3://", "file://", "memory://"]
+            .iter()
+            .any(|s| named.starts_with(s))
+        {
+            return Err(Error::invalid(
+                "root",
+                format!("{named}: object-store roots need the `object-store` feature"),
+            ));
+        }
+    }
+    let root = Root::new(config.root()).map_err(|e| Error::io(config.root(), e))?;
+    Ok(Source::Dir(root))
+}
+
+fn no_listener() -> Error {
+    Error::Io {
+        path: None,
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on"),
+    }
+}
+
+/// Sets on a listening socket opened elsewhere what [`listen`] sets on the server's own.
+fn adopt(listener: &std::net::TcpListener) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let socket = socket2::SockRef::from(listener);
+    // Handed on to accepted sockets on Linux; set on each accepted one elsewhere anyway.
+    let _ = socket.set_tcp_nodelay(true);
+    sys::start_with_delayed_acks(&socket);
+    Ok(())
+}
+
 pub(super) fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     // Like the original server: a restart can reuse the port at once (where that is all the
@@ -513,5 +605,32 @@ mod budget_tests {
         assert_eq!(descriptor_budget(5, Some(1024)).1, 5);
         assert_eq!(descriptor_budget(0, Some(1024)).1, 1);
         assert_eq!(descriptor_budget(usize::MAX, None).1, u32::MAX as usize);
+    }
+}
+
+#[cfg(test)]
+mod listener_tests {
+    use super::*;
+
+    #[test]
+    fn serves_on_listeners_opened_elsewhere() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("a.txt"), b"adopted").unwrap();
+        let config = || ServerConfig::builder().root(root.path()).build().unwrap();
+        assert!(Server::from_listeners(Vec::new(), config()).is_err());
+        // A blocking listener, as std makes it: the server makes it non-blocking.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = Server::from_listeners(vec![listener], config()).unwrap();
+        assert_eq!(server.local_addrs(), [addr]);
+        let server = server.spawn().unwrap();
+        let got = crate::fetch_bytes(
+            "127.0.0.1",
+            addr.port(),
+            "a.txt",
+            &crate::FetchOptions::new(),
+        );
+        assert_eq!(got.unwrap(), b"adopted");
+        server.abort().unwrap();
     }
 }

@@ -12,6 +12,10 @@
 //!   not to the connection, and is never held while waiting for a client: what a write did
 //!   not take is read from the file again when the socket has room. A client that stops
 //!   reading therefore costs no buffer at all, however many of them there are.
+//!
+//! Under a rate limit every path asks its [`Pace`] before each write and writes no more than
+//! it allows (`sendfile` included, in paced chunks), giving back what the socket did not
+//! take; without one, `Pace` allows every write whole at once.
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -20,6 +24,7 @@ use std::time::Duration;
 
 use tokio::time::timeout;
 
+use super::pace::Pace;
 use super::socket::Sock;
 use crate::protocol::{ResponseHeader, RESPONSE_HEADER_LEN};
 use crate::sys;
@@ -80,14 +85,17 @@ pub(crate) async fn send_not_found(
     sock: &mut Sock,
     stall: Duration,
     paths: Paths,
+    pace: &mut Pace<'_>,
 ) -> Result<(), SendError> {
-    write_all(sock, &ResponseHeader::NotFound.encode(), stall, paths.hold).await
+    let header = ResponseHeader::NotFound.encode();
+    write_all(sock, &header, stall, paths.hold, pace).await
 }
 
 /// Sends StatusCode 1, `len`, and exactly `len` bytes of `file`, or `response` (that whole
 /// response, header included, read before) when given. `sent` counts file bytes that left,
 /// also when an error cuts the transfer short. `paths` says which system-specific ways out
-/// may be taken.
+/// may be taken; `pace` says how fast.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn send_file(
     sock: &mut Sock,
     file: &File,
@@ -95,26 +103,30 @@ pub(crate) async fn send_file(
     len: u32,
     stall: Duration,
     paths: Paths,
+    pace: &mut Pace<'_>,
     sent: &mut u64,
 ) -> Result<(), SendError> {
     let header = ResponseHeader::Found(len).encode();
     let len = u64::from(len);
     if let Some(response) = response {
         debug_assert_eq!(response.len() as u64, HEADER + len);
-        write_all(sock, response, stall, paths.hold).await?;
+        write_all(sock, response, stall, paths.hold, pace).await?;
         *sent = len;
         return Ok(());
     }
     let mut from = 0;
     if paths.sendfile && sys::SENDFILE && len > SMALL_FILE {
-        match send_zero_copy(sock, file, &header, len, stall, sent).await {
+        match send_zero_copy(sock, file, &header, len, stall, pace, sent).await {
             // The file cannot be sent this way (its file system, say): the header is out,
             // the rest goes through the buffer.
             Err(Unsupported) => from = HEADER,
             Ok(result) => return result,
         }
     }
-    send_buffered(sock, file, &header, len, from, stall, paths.hold, sent).await
+    send_buffered(
+        sock, file, &header, len, from, stall, paths.hold, pace, sent,
+    )
+    .await
 }
 
 /// `sendfile` cannot send this file; nothing of it was sent.
@@ -128,12 +140,17 @@ async fn send_zero_copy(
     header: &[u8; RESPONSE_HEADER_LEN],
     len: u64,
     stall: Duration,
+    pace: &mut Pace<'_>,
     sent: &mut u64,
 ) -> Result<Result<(), SendError>, Unsupported> {
     let mut off = 0;
     while off < header.len() {
         let rest = &header[off..];
-        match now_or_within(sock, stall, |s| sys::send_held(s, rest)).await {
+        match paced(sock, stall, pace, rest.len(), |s, n| {
+            sys::send_held(s, &rest[..n])
+        })
+        .await
+        {
             Ok(n) => off += n,
             Err(e) => return Ok(Err(e)),
         }
@@ -141,7 +158,11 @@ async fn send_zero_copy(
     while *sent < len {
         let at = *sent;
         let count = (len - at).min(SENDFILE_CAP) as usize;
-        match now_or_within(sock, stall, |s| sys::sendfile(s, file, at, count)).await {
+        match paced(sock, stall, pace, count, |s, n| {
+            sys::sendfile(s, file, at, n)
+        })
+        .await
+        {
             Ok(0) => return Ok(Err(SendError::Shrank)),
             Ok(n) => *sent += n as u64,
             Err(SendError::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -164,16 +185,32 @@ fn sendfile_unsupported(e: &io::Error) -> bool {
     )
 }
 
-/// Runs `f` at once if the socket has room, else as soon as it has, within `stall`.
-async fn now_or_within<R>(
+/// Runs the write `f` for at most `want` bytes (`f` is told how many it may write, and
+/// returns how many it wrote) at once if the socket has room, else as soon as it has, within
+/// `stall`; and no sooner than `pace` allows those bytes. The bytes reserved are given back
+/// while waiting for room, so a stalled client holds none of the server's rate.
+async fn paced(
     sock: &mut Sock,
     stall: Duration,
-    mut f: impl FnMut(&socket2::Socket) -> io::Result<R>,
-) -> Result<R, SendError> {
+    pace: &mut Pace<'_>,
+    want: usize,
+    mut f: impl FnMut(&socket2::Socket, usize) -> io::Result<usize>,
+) -> Result<usize, SendError> {
     loop {
-        match sock.try_send_with(&mut f) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_writable(sock, stall).await?,
-            result => return result.map_err(SendError::Io),
+        let allowed = pace.allow(want).await;
+        match sock.try_send_with(|s| f(s, allowed)) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                pace.unused(allowed);
+                wait_writable(sock, stall).await?;
+            }
+            Ok(n) => {
+                pace.unused(allowed.saturating_sub(n));
+                return Ok(n);
+            }
+            Err(e) => {
+                pace.unused(allowed);
+                return Err(SendError::Io(e));
+            }
         }
     }
 }
@@ -184,6 +221,61 @@ async fn wait_writable(sock: &mut Sock, stall: Duration) -> Result<(), SendError
         Err(_) => Err(SendError::Stalled),
         Ok(result) => result.map_err(SendError::Io),
     }
+}
+
+/// Sends StatusCode 1, `len`, and the `len` bytes `body` yields, each chunk asked for only
+/// once the socket has taken the one before (so a slow client slows the source down). A
+/// source that fails, stalls past `stall`, or ends short or long cuts the transfer before
+/// `len` bytes: the client sees it incomplete.
+#[cfg(feature = "object-store")]
+pub(crate) async fn send_stream(
+    sock: &mut Sock,
+    len: u32,
+    mut body: futures_util::stream::BoxStream<'static, io::Result<bytes::Bytes>>,
+    stall: Duration,
+    pace: &mut Pace<'_>,
+    sent: &mut u64,
+) -> Result<(), SendError> {
+    use futures_util::StreamExt;
+
+    let total = u64::from(len);
+    let mut header = Some(ResponseHeader::Found(len).encode());
+    loop {
+        let next = match timeout(stall, body.next()).await {
+            Err(_) => {
+                return Err(SendError::File(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the store sent nothing for the send timeout",
+                )))
+            }
+            Ok(next) => next,
+        };
+        let chunk = match next {
+            None => break,
+            Some(Ok(chunk)) => chunk,
+            Some(Err(e)) => return Err(SendError::File(e)),
+        };
+        if *sent + chunk.len() as u64 > total {
+            return Err(SendError::File(io::Error::other(
+                "the object grew while being sent",
+            )));
+        }
+        match header.take() {
+            // The header leaves with the first chunk of data, in one write.
+            Some(header) => {
+                write_all(sock, &[&header[..], &chunk].concat(), stall, false, pace).await?
+            }
+            None => write_all(sock, &chunk, stall, false, pace).await?,
+        }
+        *sent += chunk.len() as u64;
+    }
+    if let Some(header) = header {
+        write_all(sock, &header, stall, false, pace).await?;
+    }
+    if *sent < total {
+        return Err(SendError::Shrank);
+    }
+    Ok(())
 }
 
 /// The buffered path: the response (header, then the file's `len` bytes) from byte `from`
@@ -197,15 +289,22 @@ async fn send_buffered(
     from: u64,
     stall: Duration,
     hold: bool,
+    pace: &mut Pace<'_>,
     sent: &mut u64,
 ) -> Result<(), SendError> {
     let total = HEADER + len;
     let mut pos = from;
     let mut window = CHUNK;
     while pos < total {
-        let want = (total - pos).min(window as u64) as usize;
+        let want = pace.allow((total - pos).min(window as u64) as usize).await;
         let last = hold && pos + want as u64 == total;
-        match write_from_file(sock, file, header, pos, want, last)? {
+        let written = write_from_file(sock, file, header, pos, want, last);
+        let took = match &written {
+            Ok(Some(n)) => *n,
+            _ => 0,
+        };
+        pace.unused(want - took);
+        match written? {
             None => wait_writable(sock, stall).await?,
             Some(n) => {
                 pos += n as u64;
@@ -283,13 +382,21 @@ async fn write_all(
     mut buf: &[u8],
     stall: Duration,
     last: bool,
+    pace: &mut Pace<'_>,
 ) -> Result<(), SendError> {
     while !buf.is_empty() {
-        let written = if last {
-            sock.try_write_last(buf)
+        let allowed = pace.allow(buf.len()).await;
+        let chunk = &buf[..allowed];
+        let written = if last && allowed == buf.len() {
+            sock.try_write_last(chunk)
         } else {
-            sock.try_write(buf)
+            sock.try_write(chunk)
         };
+        let took = match &written {
+            Ok(n) => *n,
+            Err(_) => 0,
+        };
+        pace.unused(allowed - took);
         match written {
             Ok(0) => return Err(SendError::Io(io::ErrorKind::WriteZero.into())),
             Ok(n) => buf = &buf[n..],

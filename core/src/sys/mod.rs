@@ -12,6 +12,7 @@
 //! | receiving into a file | `splice(2)` through a pipe | buffered | buffered | buffered |
 //! | accepting | `accept4(SOCK_NONBLOCK)` | `accept`, then non-blocking | same | tokio's listener, then non-blocking |
 //! | a cached file still linked | link count | link count | link count | link count and delete-pending |
+//! | taking listening sockets passed by systemd | descriptors 3 on, `SO_ACCEPTCONN` | same (macOS: no peer) | same | not supported |
 //!
 //! Each fast path has a portable fallback that is compiled on every system and used where
 //! the fast one is missing, refused by the kernel, or turned off (`portable`).
@@ -31,8 +32,8 @@ mod windows;
 #[cfg(unix)]
 pub(crate) use unix::{
     block_sigpipe, connect_in_progress, descriptor_limit, file_state, name_state,
-    new_file_permissions, open_walk, out_of_descriptors, read_at, set_reuse_address, wait_writable,
-    Listener, RootDir,
+    new_file_permissions, open_walk, out_of_descriptors, read_at, set_reuse_address,
+    take_inherited_listeners, wait_writable, Listener, RootDir,
 };
 #[cfg(windows)]
 pub(crate) use windows::{

@@ -4,9 +4,11 @@
 use std::fs::{File, Permissions};
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::ops::Range;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
@@ -282,6 +284,77 @@ fn accept_nonblocking(listener: &std::net::TcpListener) -> io::Result<(Accepted,
         .as_socket()
         .ok_or_else(|| io::Error::other("peer address is not an IP address"))?;
     Ok((Accepted(socket.into()), peer))
+}
+
+/// Set once the inherited listening sockets were taken: a descriptor has one owner.
+static INHERITED_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Takes over the listening sockets a service manager passed to this process as the
+/// descriptors `fds` (systemd's socket activation: 3 onwards, `LISTEN_FDS` of them): each is
+/// made close-on-exec and must be a listening TCP socket, IPv4 or IPv6.
+///
+/// The caller has read `fds` from the variables addressed to this process (`LISTEN_PID` is
+/// its own) and removed them; this runs once per process (later calls fail), so no
+/// descriptor gets two owners.
+pub(crate) fn take_inherited_listeners(
+    fds: Range<RawFd>,
+) -> io::Result<Vec<std::net::TcpListener>> {
+    if INHERITED_TAKEN.swap(true, Ordering::SeqCst) {
+        return Err(io::Error::other("the inherited sockets were already taken"));
+    }
+    // Check them all before owning any: a descriptor that is not open is never adopted.
+    for fd in fds.clone() {
+        // SAFETY: F_GETFD reads the descriptor's flags and nothing else; on a descriptor
+        // that is not open it fails with EBADF.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            return Err(io::Error::other(format!("descriptor {fd} is not open")));
+        }
+    }
+    let mut listeners = Vec::with_capacity(fds.len());
+    for fd in fds {
+        // SAFETY: the descriptor is open (checked above) and was handed to this process to
+        // own: the service manager addressed it to our pid, the caller removed the
+        // variables that named it, and the flag above lets this run once, so nothing else
+        // in the process owns it.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        rustix::io::fcntl_setfd(&owned, rustix::io::FdFlags::CLOEXEC)?;
+        let socket = Socket::from(owned);
+        check_listening(&socket).map_err(|why| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("descriptor {fd} {why}"),
+            )
+        })?;
+        listeners.push(socket.into());
+    }
+    Ok(listeners)
+}
+
+/// Whether `socket` is a listening TCP socket; if not, what it is instead.
+fn check_listening(socket: &Socket) -> Result<(), &'static str> {
+    let not_tcp = "is not a TCP socket (the socket unit needs ListenStream=)";
+    if socket.r#type().map_err(|_| "is not a socket")? != socket2::Type::STREAM {
+        return Err(not_tcp);
+    }
+    match socket
+        .local_addr()
+        .map_err(|_| "is not a socket")?
+        .as_socket()
+    {
+        Some(addr) if addr.port() != 0 => {}
+        Some(_) => return Err("is a socket that is not bound to a port"),
+        None => return Err(not_tcp),
+    }
+    // SO_ACCEPTCONN, where the system implements it (not macOS); there, a listening socket
+    // is one with no peer.
+    #[cfg(not(any(target_os = "macos", target_os = "ios")))]
+    let listening = rustix::net::sockopt::socket_acceptconn(socket).unwrap_or(false);
+    #[cfg(any(target_os = "macos", target_os = "ios"))]
+    let listening = socket.peer_addr().is_err();
+    if !listening {
+        return Err("is a connection, not a listening socket (the socket unit needs Accept=no)");
+    }
+    Ok(())
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]

@@ -5,8 +5,15 @@
 mod client_faults;
 mod confinement;
 mod hostile;
+mod integrity;
+mod many;
+mod proxy_protocol;
+mod rate_limit;
 mod receive_paths;
+mod retry;
+mod rules;
 mod server_faults;
+mod store_root;
 #[path = "../support/mod.rs"]
 mod support;
 mod transfer;

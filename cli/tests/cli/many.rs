@@ -416,18 +416,26 @@ fn print_sha256_writes_what_sha256sum_writes() {
     assert_eq!(out.stderr, "");
     let mut lines: Vec<&str> = out.stdout.lines().collect();
     lines.sort();
-    let mut expected: Vec<String> = files
+    // As sha256sum writes a name with a backslash (Windows' separator): the line starts with
+    // a backslash and the name's backslashes are doubled.
+    let mut expected: Vec<(String, String)> = files
         .iter()
         .map(|(name, data)| {
             let path = Path::new("out").join(&name["sub/".len()..]);
-            format!("{}  {}", hex(data), path.display())
+            let shown = path.display().to_string();
+            let line = if shown.contains('\\') {
+                format!("\\{}  {}", hex(data), shown.replace('\\', "\\\\"))
+            } else {
+                format!("{}  {}", hex(data), shown)
+            };
+            (line, shown)
         })
         .collect();
     expected.sort();
-    assert_eq!(lines, expected);
+    let expected_lines: Vec<&str> = expected.iter().map(|(line, _)| line.as_str()).collect();
+    assert_eq!(lines, expected_lines);
     let sorted = lines.iter().map(|l| format!("{l}\n")).collect::<String>();
-    let paths: Vec<String> = expected.iter().map(|line| line[66..].to_owned()).collect();
-    let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let paths: Vec<&str> = expected.iter().map(|(_, path)| path.as_str()).collect();
     assert_matches_sha256sum(dir.path(), &sorted, &paths);
 }
 

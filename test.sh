@@ -9,7 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-step() { printf '\n==> %s\n' "$*"; }
+# A step's heading, with the minutes and seconds the command has run so far.
+step() { printf '\n==> %s (at %dm%02ds)\n' "$*" $((SECONDS / 60)) $((SECONDS % 60)); }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -50,13 +51,10 @@ python -m pip install --quiet --upgrade pip
 python -m pip install --quiet pytest
 
 step "Interoperability with the original scripts"
-# The test profile (what `cargo test` just built the library with; its output directory is
-# target/debug), so that only the command itself is compiled here.
-cargo build -p filefetch-cli --profile test --locked
+# The command `cargo test` just built (target/debug/filefetch): asking for the same build
+# again finds it up to date, where building the command alone would compile it anew.
+cargo test --workspace --exclude filefetch-python --locked --no-run
 FILEFETCH_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/filefetch" python -m pytest -q tests/interop
-
-step "Scale-out: an S3-compatible store (moto), replicas behind HAProxy"
-bash tests/run-scaleout.sh
 
 if [ -f tests/run-python.sh ]; then
     step "Python package"
@@ -67,6 +65,10 @@ if [ -f tests/run-c.sh ]; then
     step "C library"
     bash tests/run-c.sh
 fi
+
+# After the Python package and the C library: their installed forms serve an s3:// root too.
+step "Scale-out: an S3-compatible store (moto), replicas behind HAProxy"
+FILEFETCH_SKINS=required bash tests/run-scaleout.sh
 
 step "Windows: core, command and C tests under Wine"
 bash tests/run-windows.sh

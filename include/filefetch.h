@@ -103,15 +103,16 @@ typedef enum filefetch_status {
      */
     FILEFETCH_STATUS_WRITE_ERROR = 13,
     /**
-     * The data received does not have the SHA-256 digest it was expected to have; nothing
-     * was left behind. (Core's `ChecksumMismatch`; no C function asks for a digest yet.)
+     * The data received does not have the SHA-256 digest set with
+     * `filefetch_fetch_options_set_sha256`; nothing was left behind, and an existing
+     * destination was kept as it was.
      */
     FILEFETCH_STATUS_CHECKSUM_MISMATCH = 14,
 } filefetch_status;
 
 /**
  * How fetches behave: destination, overwriting, timeouts and time limits, maximum size,
- * callbacks. Opaque.
+ * retries, the SHA-256 digest expected, callbacks. Opaque.
  *
  * Create with `filefetch_fetch_options_new`, change with the setters, release with
  * `filefetch_fetch_options_free`. One handle may be used by several fetches, also on
@@ -132,7 +133,7 @@ typedef struct filefetch_server filefetch_server;
 
 /**
  * Where and how a server serves: root directory, address, port, limits, timeouts, worker
- * threads, open-file reuse. Opaque.
+ * threads, open-file reuse, who may connect, rate limits. Opaque.
  *
  * Create with `filefetch_server_options_new`, change with the setters, release with
  * `filefetch_server_options_free`. Starting a server copies what it needs, so the handle
@@ -311,6 +312,26 @@ enum filefetch_status filefetch_fetch_options_set_max_size(struct filefetch_fetc
 enum filefetch_status filefetch_fetch_options_set_retries(struct filefetch_fetch_options *options,
                                                           uint32_t retries,
                                                           uint32_t delay_ms);
+
+/**
+ * Sets the SHA-256 digest the file's data must have, as 64 hexadecimal digits in either
+ * case (as `sha256sum` prints it); NULL removes it (the default: no check). The digest is
+ * computed as the data arrives, so the data takes the buffered receive path (on Linux,
+ * not `splice`) and is never read again. Data with another digest gives
+ * `FILEFETCH_STATUS_CHECKSUM_MISMATCH`, which is not retried: `filefetch_fetch` then
+ * leaves nothing behind and keeps an existing destination as it was (even when
+ * overwriting), `filefetch_fetch_bytes` returns no buffer, and `filefetch_fetch_to_callback`
+ * returns it once the write callback has received all the data (which it must then
+ * discard). `filefetch_last_error` gives both digests.
+ *
+ * Anything but 64 hexadecimal digits gives `FILEFETCH_STATUS_INVALID_ARGUMENT` (the message
+ * names `sha256`) and leaves the setting as it was.
+ *
+ * `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+ * meanwhile.
+ */
+enum filefetch_status filefetch_fetch_options_set_sha256(struct filefetch_fetch_options *options,
+                                                         const char *hex);
 
 /**
  * Sets the progress callback and the `user_data` pointer passed to it; a NULL `callback`
@@ -536,6 +557,94 @@ enum filefetch_status filefetch_server_options_set_proxy_protocol(struct filefet
                                                                   bool proxy_protocol);
 
 /**
+ * Also serves the server's metrics over HTTP at `/metrics` on `address`, "IP:PORT" such as
+ * "127.0.0.1:9100" or "[::1]:9100" (port 0 picks a free port, which
+ * `filefetch_server_metrics_port` then reports), in the OpenMetrics text format Prometheus
+ * scrapes: requests by outcome, bytes sent, active connections, open-file cache hits and
+ * misses, refused connections by reason, and a request duration histogram. NULL or ""
+ * turns metrics off (the default). Anything else gives `FILEFETCH_STATUS_INVALID_ARGUMENT`
+ * naming `metrics`; an address that cannot be listened on makes `filefetch_server_start`
+ * fail. Anyone who can reach the address can read the metrics.
+ *
+ * `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+ * meanwhile.
+ */
+enum filefetch_status filefetch_server_options_set_metrics(struct filefetch_server_options *options,
+                                                           const char *address);
+
+/**
+ * Adds a rule serving the clients in `cidr`, after the rules added so far: a network such
+ * as "10.0.0.0/8" or "2001:db8::/32", or one address ("192.0.2.7" meaning /32, "::1"
+ * meaning /128). The string is copied.
+ *
+ * Rules are checked in the order they were added, by this function and
+ * `filefetch_server_options_deny` alike (as nginx's `allow` and `deny`): the first whose
+ * network contains the client decides. A client no rule matches is refused if any rule is
+ * an allow rule, and served otherwise. So an allow rule alone serves its network only, and
+ * `deny 10.0.0.5` then `allow 10.0.0.0/8` serves 10.0.0.0/8 except 10.0.0.5. An IPv4 client
+ * reaching an IPv6 socket ("::ffff:a.b.c.d") is judged as the IPv4 address; IPv6 rules match
+ * IPv6 clients only. With the PROXY protocol on, the client is the one its header names. A
+ * refused client is closed without a response, before its request is read, and logged.
+ *
+ * Text that is not an address or a network, a prefix too long for the address, or an
+ * address with bits set past its prefix ("10.1.0.0/8") gives
+ * `FILEFETCH_STATUS_INVALID_ARGUMENT` (the message names `allow` and says what is wrong)
+ * and adds no rule.
+ *
+ * `options` and `cidr` must not be NULL. Not thread-safe for one handle: no other call may
+ * use it meanwhile.
+ */
+enum filefetch_status filefetch_server_options_allow(struct filefetch_server_options *options,
+                                                     const char *cidr);
+
+/**
+ * Adds a rule refusing the clients in `cidr` (closed without a response), after the rules
+ * added so far; see `filefetch_server_options_allow` for the form of `cidr` and how rules
+ * are checked. A bad `cidr` gives `FILEFETCH_STATUS_INVALID_ARGUMENT` (the message names
+ * `deny`) and adds no rule.
+ *
+ * `options` and `cidr` must not be NULL. Not thread-safe for one handle: no other call may
+ * use it meanwhile.
+ */
+enum filefetch_status filefetch_server_options_deny(struct filefetch_server_options *options,
+                                                    const char *cidr);
+
+/**
+ * Sets the most connections at once from one client address (0, the default: no limit);
+ * one more is closed without a response, before its request is read, and logged. With the
+ * PROXY protocol on, the address counted is that of the client its header names. More than
+ * 4294967295 gives `FILEFETCH_STATUS_INVALID_ARGUMENT` (the message names `max_per_address`)
+ * and leaves the setting as it was.
+ *
+ * `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+ * meanwhile.
+ */
+enum filefetch_status filefetch_server_options_set_max_per_address(struct filefetch_server_options *options,
+                                                                   size_t max_per_address);
+
+/**
+ * Sets the most bytes a second each connection sends (0, the default: no limit). A
+ * connection may run ahead of the rate by a tenth of a second's worth (at least 1 KiB): in
+ * any `t` seconds it sends at most `rate * t + burst` bytes, the header included.
+ *
+ * `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+ * meanwhile.
+ */
+enum filefetch_status filefetch_server_options_set_rate_limit(struct filefetch_server_options *options,
+                                                              uint64_t bytes_per_sec);
+
+/**
+ * Sets the most bytes a second all connections together send (0, the default: no limit),
+ * with the same burst as `filefetch_server_options_set_rate_limit`; connections take
+ * turns, 16 KiB at most each, in the order they ask. Both limits may be set at once.
+ *
+ * `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+ * meanwhile.
+ */
+enum filefetch_status filefetch_server_options_set_total_rate_limit(struct filefetch_server_options *options,
+                                                                    uint64_t bytes_per_sec);
+
+/**
  * Sets the number of worker threads; 0 (the default) means one per CPU core. More than 1024
  * gives `FILEFETCH_STATUS_INVALID_ARGUMENT` (the message names `threads`) and leaves the
  * setting as it was.
@@ -576,6 +685,15 @@ enum filefetch_status filefetch_server_start(const struct filefetch_server_optio
  */
 enum filefetch_status filefetch_server_port(const struct filefetch_server *server,
                                             uint16_t *out_port);
+
+/**
+ * Reports the port of the server's metrics endpoint (the real one when port 0 was asked
+ * for), or 0 when the server serves no metrics (see
+ * `filefetch_server_options_set_metrics`). Still answers after the server was stopped. No
+ * argument may be NULL. Thread-safe.
+ */
+enum filefetch_status filefetch_server_metrics_port(const struct filefetch_server *server,
+                                                    uint16_t *out_port);
 
 /**
  * Stops the server at once, cutting transfers in flight, and waits for its thread to end.

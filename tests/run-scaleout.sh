@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The scale-out tests: `filefetch serve --root s3://...` over a real S3 server (moto's server
 # mode) on loopback, alone and as three replicas behind HAProxy (deploy/haproxy.cfg, with
-# the ports filled in). Installs what they need on a fresh machine: a virtual environment in
+# the ports filled in), and the same root served from the installed Python wheel and C library
+# (tests/scaleout/test_skins.py: after tests/run-python.sh and tests/run-c.sh; skipped when
+# those are not installed, unless FILEFETCH_SKINS=required). Installs what they need on a fresh machine: a virtual environment in
 # target/scaleout-venv (moto[server], boto3, pytest, pytest-timeout; reused when present)
 # and HAProxy from the system's packages; builds the command; runs tests/scaleout.
 #
@@ -31,8 +33,9 @@ fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     "moto[server]>=5,<6" "boto3>=1.34,<2" "pytest>=7" "pytest-timeout>=2.2"
 
-# The test profile, as the interoperability step builds it: only the command is compiled.
-cargo build -p filefetch-cli --profile test --locked
+# The command as `cargo test` builds it (target/debug/filefetch): up to date after ./test.sh's
+# Rust tests, where building the command alone would compile it anew.
+cargo test --workspace --exclude filefetch-python --locked --no-run
 
 export FILEFETCH_BIN="$target/debug/filefetch"
 exec "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/scaleout "$@"

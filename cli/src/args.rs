@@ -4,11 +4,11 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum, ValueHint};
 use filefetch::{config, Sha256Digest};
 
 /// Shown after `--help`: the exit codes, which are part of the command's interface.
-const EXIT_CODES: &str = "\
+pub const EXIT_CODES: &str = "\
 Exit status:
     0    success
     1    local I/O or other error (including a port that cannot be listened on)
@@ -44,6 +44,33 @@ pub enum Command {
     /// Download files from a server.
     #[command(after_long_help = EXIT_CODES)]
     Fetch(FetchArgs),
+    /// Print the manual page (roff) on standard output, for `man -l -` or to install as
+    /// filefetch.1.
+    Man,
+    /// Print a completion script for a shell on standard output.
+    Completions(CompletionsArgs),
+}
+
+/// Options of `filefetch completions`.
+#[derive(Debug, Args)]
+#[command(after_long_help = "\
+Installing the script, for example:
+    bash:  filefetch completions bash > ~/.local/share/bash-completion/completions/filefetch
+    zsh:   filefetch completions zsh > ~/.zfunc/_filefetch   (~/.zfunc in $fpath)
+    fish:  filefetch completions fish > ~/.config/fish/completions/filefetch.fish")]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// How `filefetch serve` writes its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event: time, level, target, message, `field=value`s.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Options of `filefetch serve`.
@@ -53,10 +80,23 @@ pub struct ServeArgs {
     /// the sockets passed are served instead, and PORT and --bind are ignored.
     pub port: u16,
 
+    /// Read options from this TOML file: each key is an option's long name, as in
+    /// `request-timeout = 2.5` or `allow = ["10.0.0.0/8"]`. Options on the command line win
+    /// over the file's.
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
+    #[allow(dead_code, reason = "read before parsing, by `config_file`")]
+    pub config: Option<PathBuf>,
+
+    /// How log lines are written: `text`, or `json` (one object a line: time, level,
+    /// target, message and the event's fields; a connection's line has peer, via, name,
+    /// status, bytes, duration in milliseconds and outcome).
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// Directory to serve, or an object store's URL (Linux builds): `s3://bucket/prefix`
     /// (endpoint, region and credentials from AWS_ENDPOINT, AWS_REGION, AWS_ACCESS_KEY_ID,
     /// AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP), `file:///dir` or `memory://`.
-    #[arg(long, value_name = "DIR|URL", default_value = ".")]
+    #[arg(long, value_name = "DIR|URL", default_value = ".", value_hint = ValueHint::DirPath)]
     pub root: PathBuf,
 
     /// Address to listen on, combined with PORT; repeat for several (`::` for IPv6 and
@@ -118,6 +158,12 @@ pub struct ServeArgs {
     /// Send at most this many bytes a second over all connections together (0: no limit).
     #[arg(long, value_name = "BYTES", default_value_t = config::TOTAL_RATE_LIMIT)]
     pub total_rate_limit: u64,
+
+    /// Also serve metrics for Prometheus over HTTP at this address and port, at /metrics
+    /// (for instance 127.0.0.1:9100; port 0 picks a free one). Anyone who can reach it can
+    /// read them.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// The access rules of `filefetch serve`: `--allow CIDR` and `--deny CIDR`, repeatable, kept
@@ -125,6 +171,12 @@ pub struct ServeArgs {
 /// order matters; clap's derive would keep each option's values apart).
 #[derive(Debug, Default)]
 pub struct AccessRules(pub Vec<filefetch::server::AccessRule>);
+
+impl AccessRules {
+    /// The options that make up the one ordered list of rules: given on the command line,
+    /// either replaces the rules of a config file (see `config_file`).
+    pub const OPTIONS: [&'static str; 2] = ["allow", "deny"];
+}
 
 impl clap::FromArgMatches for AccessRules {
     fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
@@ -136,8 +188,9 @@ impl clap::FromArgMatches for AccessRules {
                 rules.extend(at.zip(nets.map(|&net| rule(net))));
             }
         };
-        add("allow", AccessRule::Allow);
-        add("deny", AccessRule::Deny);
+        let [allow, deny] = Self::OPTIONS;
+        add(allow, AccessRule::Allow);
+        add(deny, AccessRule::Deny);
         rules.sort_by_key(|&(at, _)| at);
         Ok(AccessRules(
             rules.into_iter().map(|(_, rule)| rule).collect(),
@@ -160,8 +213,9 @@ impl clap::Args for AccessRules {
                 .value_parser(cidr)
                 .help(help)
         };
+        let [allow, deny] = Self::OPTIONS;
         cmd.arg(rule(
-            "allow",
+            allow,
             "Serve clients in this network (10.0.0.0/8, 2001:db8::/32, or one address); \
              repeatable. Rules are checked in the order given, --allow and --deny alike, and \
              the first that matches decides; a client that none matches is refused if there \
@@ -169,7 +223,7 @@ impl clap::Args for AccessRules {
              with --proxy-protocol",
         ))
         .arg(rule(
-            "deny",
+            deny,
             "Close connections from clients in this network without a response; repeatable \
              (see --allow for the order)",
         ))
@@ -192,6 +246,7 @@ fn cidr(text: &str) -> Result<filefetch::server::Cidr, String> {
 #[derive(Debug, Args)]
 pub struct FetchArgs {
     /// Server host name or IPv4/IPv6 address.
+    #[arg(value_hint = ValueHint::Hostname)]
     pub host: String,
 
     /// Server port.
@@ -203,19 +258,25 @@ pub struct FetchArgs {
     #[arg(value_name = "NAME", required_unless_present = "from")]
     pub names: Vec<String>,
 
+    /// Read options from this TOML file: each key is an option's long name, as in
+    /// `retry = 3` or `max-time = 60`. Options on the command line win over the file's.
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
+    #[allow(dead_code, reason = "read before parsing, by `config_file`")]
+    pub config: Option<PathBuf>,
+
     /// Also fetch the names listed in FILE, one a line (`-`: standard input); blank lines
     /// are skipped, and a line's trailing carriage return is ignored.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub from: Option<PathBuf>,
 
     /// Files fetched at once, each over its own connection (1 to 64).
-    #[arg(short, long, value_name = "N", default_value_t = filefetch::client::JOBS)]
+    #[arg(short, long, value_name = "N", default_value_t = filefetch::config::JOBS)]
     pub jobs: usize,
 
     /// Where to write the file (default: the name's last component, in the current
     /// directory); an existing directory receives the file under that last component. With
     /// several names it must be an existing directory.
-    #[arg(short, long, value_name = "PATH")]
+    #[arg(short, long, value_name = "PATH", value_hint = ValueHint::AnyPath)]
     pub output: Option<PathBuf>,
 
     /// Replace the destination if it exists.
@@ -270,7 +331,7 @@ pub struct FetchArgs {
     /// (`<hex>  <name>` or `<hex> *<name>`), looked up under the requested name, then under
     /// its last component. A name missing from the list is a usage error, before anything
     /// is fetched.
-    #[arg(long, value_name = "SUMS", conflicts_with = "sha256")]
+    #[arg(long, value_name = "SUMS", conflicts_with = "sha256", value_hint = ValueHint::FilePath)]
     pub sha256_file: Option<PathBuf>,
 
     /// Print each file's SHA-256 digest as `sha256sum` does (`<hex>  <path>`) instead of

@@ -82,6 +82,8 @@ struct Shared {
     pending: Mutex<Pending>,
     /// Wakes the flusher: a first line in the buffer, a full batch, or the end.
     wake: Condvar,
+    /// Writes the line that says how many lines were dropped, in the log's format.
+    dropped_line: DroppedLine,
     output: Mutex<Output>,
 }
 
@@ -105,19 +107,41 @@ struct Output {
     torn: bool,
 }
 
+/// Appends the line saying that this many lines were dropped.
+pub type DroppedLine = fn(&mut Vec<u8>, u64);
+
+/// The line saying how many lines were dropped, in the text format.
+pub fn dropped_text_line(out: &mut Vec<u8>, dropped: u64) {
+    let _ = writeln!(
+        out,
+        "filefetch: {dropped} log lines dropped: the output did not keep up"
+    );
+}
+
 impl LogBuf {
     /// The server's standard output: line by line on a terminal, in batches otherwise.
-    pub fn stdout() -> LogBuf {
+    /// Dropped lines are counted by a line that `dropped_line` writes.
+    pub fn stdout(dropped_line: DroppedLine) -> LogBuf {
         let batching = if io::stdout().is_terminal() {
             Batching::AT_ONCE
         } else {
             Batching::DEFAULT
         };
-        LogBuf::new(Box::new(Stdout), Some(batching))
+        LogBuf::with_dropped_line(Box::new(Stdout), Some(batching), dropped_line)
     }
 
     /// A log writing to `sink`: in batches as `batching` says, or each event at once.
+    #[cfg(test)]
     pub fn new(sink: Box<dyn Write + Send>, batching: Option<Batching>) -> LogBuf {
+        LogBuf::with_dropped_line(sink, batching, dropped_text_line)
+    }
+
+    /// [`LogBuf::new`], counting dropped lines with a line that `dropped_line` writes.
+    pub fn with_dropped_line(
+        sink: Box<dyn Write + Send>,
+        batching: Option<Batching>,
+        dropped_line: DroppedLine,
+    ) -> LogBuf {
         // The flusher gets the shared state once it exists; if the thread cannot be
         // started, nothing would write a batch on time, so every event is written at once.
         let (send_shared, get_shared) = mpsc::channel::<Arc<Shared>>();
@@ -140,6 +164,7 @@ impl LogBuf {
                 dropped: 0,
             }),
             wake: Condvar::new(),
+            dropped_line,
             output: Mutex::new(Output {
                 sink,
                 batch: Vec::new(),
@@ -292,10 +317,7 @@ impl Shared {
             pending.since = None;
             let dropped = mem::take(&mut pending.dropped);
             if dropped > 0 {
-                let _ = writeln!(
-                    output.batch,
-                    "filefetch: {dropped} log lines dropped: the output did not keep up"
-                );
+                (self.dropped_line)(&mut output.batch, dropped);
             }
         }
         output.write_batch();
@@ -760,6 +782,35 @@ mod tests {
             assert!(last < Some(i), "out of order: {out}");
             last = Some(i);
         }
+    }
+
+    /// The line that counts dropped lines is written by the function the log was given
+    /// (`serve --log-format json` gives one that writes an object).
+    #[test]
+    fn dropped_lines_are_counted_in_the_log_format() {
+        const LINES: u64 = 100;
+        let probe = Probe::default();
+        probe.close_gate();
+        let log_buf = LogBuf::with_dropped_line(
+            probe.sink(),
+            batched(64, Duration::from_millis(1), 256),
+            crate::logjson::dropped_line,
+        );
+        log(&log_buf, "first\n");
+        wait_until("the flusher blocks", || probe.calls() > 0);
+        for _ in 0..LINES {
+            log(&log_buf, &format!("{}\n", "x".repeat(20)));
+        }
+        probe.open_gate();
+        drop(log_buf);
+        let out = probe.out();
+        let notices: Vec<&str> = out.lines().filter(|l| l.starts_with('{')).collect();
+        assert_eq!(notices.len(), 1, "{out}");
+        let notice: serde_json::Value = serde_json::from_str(notices[0]).unwrap();
+        let dropped = notice["dropped"].as_u64().unwrap();
+        assert!(dropped > 0, "{out}");
+        let written = out.lines().filter(|l| l.starts_with('x')).count();
+        assert_eq!(written as u64 + dropped, LINES, "{out}");
     }
 
     #[test]

@@ -67,7 +67,7 @@ thread_local! {
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.ffffffZ` in UTC, as the default format writes it.
-fn write_timestamp(w: &mut impl fmt::Write, now: SystemTime) -> fmt::Result {
+pub fn write_timestamp(w: &mut impl fmt::Write, now: SystemTime) -> fmt::Result {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let text = LAST_SECOND.with(|last| {

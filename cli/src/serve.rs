@@ -1,7 +1,6 @@
 //! `filefetch serve`: bind (or take the sockets systemd passed), announce the addresses, log
 //! each connection, stop on a signal.
 
-use std::fmt::Write as _;
 use std::io::{self, IsTerminal};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -9,11 +8,13 @@ use std::thread;
 use std::time::Duration;
 
 use filefetch::{Server, ServerConfig, ServerHandle};
+use tracing::Level;
 use tracing_subscriber::EnvFilter;
 
-use crate::args::ServeArgs;
+use crate::args::{LogFormat, ServeArgs};
 use crate::exit::{Exit, Failure};
-use crate::logbuf::LogBuf;
+use crate::logbuf::{self, LogBuf};
+use crate::logjson::{self, JsonFormat, Line};
 use crate::logline::LineFormat;
 use crate::signals::Interrupt;
 
@@ -28,7 +29,7 @@ const EXIT_FLUSH_LIMIT: Duration = Duration::from_millis(200);
 pub fn run(args: ServeArgs) -> Result<(), Failure> {
     // First, while this is the only thread: it takes the variables out of the environment.
     let inherited = inherited_listeners()?;
-    let log = init_logging();
+    let log = init_logging(args.log_format);
     // However `serve` returns (after a graceful shutdown, with an error such as a port that
     // cannot be listened on, or by a panic), the lines logged so far are written first.
     let _flush = FlushOnReturn(&log);
@@ -51,7 +52,8 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         .proxy_protocol(args.proxy_protocol)
         .max_per_address(args.max_per_address)
         .rate_limit(args.rate_limit)
-        .total_rate_limit(args.total_rate_limit);
+        .total_rate_limit(args.total_rate_limit)
+        .metrics(args.metrics);
     let config = args
         .access
         .0
@@ -68,31 +70,53 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         Some(listeners) => Server::from_listeners(listeners, config)?,
         None => Server::bind_all(&addrs, config)?,
     };
-    watch_signals(interrupt, server.handle(), args.grace_period, log.clone());
+    watch_signals(
+        interrupt,
+        server.handle(),
+        args.grace_period,
+        log.clone(),
+        args.log_format,
+    );
 
     // Through the log, so that they come after any line logged before them, and written at
     // once: people and scripts wait for them.
     let root = display_root(&args.root);
-    let mut lines = String::new();
+    let mut lines = Notices::new(args.log_format);
     if let Some(n) = activated {
-        let _ = writeln!(
-            lines,
-            "socket activation: serving on the {n} socket(s) systemd passed; PORT and --bind \
-             are ignored"
+        lines.add(
+            format!(
+                "socket activation: serving on the {n} socket(s) systemd passed; PORT and \
+                 --bind are ignored"
+            ),
+            &[("sockets", n.into())],
         );
     }
     for addr in server.local_addrs() {
-        let _ = writeln!(lines, "listening on {addr} (root: {})", root.display());
+        lines.add(
+            format!("listening on {addr} (root: {})", root.display()),
+            &[
+                ("address", addr.to_string().into()),
+                ("root", root.display().to_string().into()),
+            ],
+        );
+    }
+    if let Some(addr) = server.metrics_addr() {
+        lines.add(
+            format!("metrics on http://{addr}/metrics"),
+            &[("metrics_address", addr.to_string().into())],
+        );
     }
     let limit = server.connection_limit();
     if limit < args.max_connections {
-        let _ = writeln!(
-            lines,
-            "at most {limit} connections at once: the open file limit allows no more \
-             (each takes a socket and a file)"
+        lines.add(
+            format!(
+                "at most {limit} connections at once: the open file limit allows no more \
+                 (two descriptors are counted for each: its socket and its file)"
+            ),
+            &[("connection_limit", limit.into())],
         );
     }
-    log.write_now(lines.as_bytes());
+    log.write_now(lines.text.as_bytes());
 
     server.run()?;
     Ok(())
@@ -121,18 +145,58 @@ fn inherited_listeners() -> Result<Option<Vec<TcpListener>>, Failure> {
 /// One line per event on stdout, with timestamps: the server's own events from `info` up,
 /// other libraries' (the object store's client retrying, say) only from `warn` up, so that
 /// the log stays one line per connection. `RUST_LOG` overrides this.
-/// Lines are written in batches unless stdout is a terminal (see [`LogBuf`]).
-fn init_logging() -> LogBuf {
-    let log = LogBuf::stdout();
+/// Lines are written in batches unless stdout is a terminal (see [`LogBuf`]), as text or as
+/// JSON objects (see `logjson`).
+fn init_logging(format: LogFormat) -> LogBuf {
+    let log = LogBuf::stdout(match format {
+        LogFormat::Text => logbuf::dropped_text_line,
+        LogFormat::Json => logjson::dropped_line,
+    });
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,filefetch=info"));
-    tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(log.clone())
-        .with_ansi(io::stdout().is_terminal())
-        .event_format(LineFormat::default())
-        .init();
+        .with_writer(log.clone());
+    match format {
+        LogFormat::Text => subscriber
+            .with_ansi(io::stdout().is_terminal())
+            .event_format(LineFormat::default())
+            .init(),
+        LogFormat::Json => subscriber.with_ansi(false).event_format(JsonFormat).init(),
+    }
     log
+}
+
+/// The server's own lines that are not events (the addresses it listens on, say), in the
+/// log's format: the message as a line of text, or an object with the message and `fields`.
+struct Notices {
+    format: LogFormat,
+    text: String,
+}
+
+impl Notices {
+    fn new(format: LogFormat) -> Notices {
+        Notices {
+            format,
+            text: String::new(),
+        }
+    }
+
+    fn add(&mut self, message: String, fields: &[(&str, serde_json::Value)]) {
+        match self.format {
+            LogFormat::Text => {
+                self.text.push_str(&message);
+                self.text.push('\n');
+            }
+            LogFormat::Json => {
+                let line = fields.iter().fold(
+                    Line::new(Level::INFO, "filefetch", &message),
+                    |line, (name, value)| line.field(name, value.clone()),
+                );
+                self.text.push_str(&line.finish());
+            }
+        }
+    }
 }
 
 /// Writes out the log when dropped, on every way out of [`run`].
@@ -146,7 +210,13 @@ impl Drop for FlushOnReturn<'_> {
 
 /// Starts the thread that turns the first signal into a graceful shutdown, and on it the
 /// one that turns a second signal into an immediate exit.
-fn watch_signals(interrupt: Interrupt, handle: ServerHandle, grace: Duration, log: LogBuf) {
+fn watch_signals(
+    interrupt: Interrupt,
+    handle: ServerHandle,
+    grace: Duration,
+    log: LogBuf,
+    format: LogFormat,
+) {
     thread::spawn(move || {
         wait_for_signals(&interrupt, 1);
         // A thread of its own, which does nothing that can block: the exit does not wait for
@@ -162,11 +232,20 @@ fn watch_signals(interrupt: Interrupt, handle: ServerHandle, grace: Duration, lo
             let _ = log.flush_within(EXIT_FLUSH_LIMIT);
             crate::signals::exit_now();
         });
-        eprintln!(
-            "filefetch: stopping: no new connections; transfers in flight have {}s to finish \
-             (signal again to stop at once)",
+        let stopping = format!(
+            "stopping: no new connections; transfers in flight have {}s to finish (signal \
+             again to stop at once)",
             grace.as_secs_f64()
         );
+        match format {
+            LogFormat::Text => eprintln!("filefetch: {stopping}"),
+            LogFormat::Json => eprint!(
+                "{}",
+                Line::new(Level::INFO, "filefetch", &stopping)
+                    .field("grace", grace.as_secs_f64())
+                    .finish()
+            ),
+        }
         handle.shutdown();
     });
 }

@@ -38,6 +38,10 @@ pub const GRACE_PERIOD: Duration = Duration::from_secs(10);
 pub const FILE_CACHE: Duration = Duration::from_secs(1);
 /// Server worker threads: 0 means one per CPU core.
 pub const THREADS: usize = 0;
+/// Files fetched at once by default.
+pub const JOBS: usize = 4;
+/// The most files that can be fetched at once.
+pub const MAX_JOBS: usize = 64;
 /// Connections at once from one client address: 0, no limit.
 pub const MAX_PER_ADDRESS: usize = 0;
 /// Bytes a second one connection may send: 0, no limit.
@@ -52,6 +56,19 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 pub const MAX_CONNECTIONS_LIMIT: usize = u32::MAX as usize;
 /// The most worker threads a server can be asked for.
 pub const MAX_THREADS: usize = 1024;
+
+/// A host or address as users write one, without the brackets an IPv6 literal may carry as in
+/// URLs: `[::1]` is `::1`; anything else is returned as it is.
+///
+/// ```
+/// assert_eq!(filefetch::config::bare_host("[::1]"), "::1");
+/// assert_eq!(filefetch::config::bare_host("example.org"), "example.org");
+/// ```
+pub fn bare_host(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
 
 /// `secs` seconds (fractions allowed) as a duration for the setting `option`: a finite number
 /// from 0 to [`MAX_DURATION`]. Settings that must be positive say so when built.

@@ -11,7 +11,8 @@
 //! - [`FetchMany`] (or [`fetch_many`]) fetches a list of files, several at a time.
 //! - A fetch checks its data against a SHA-256 digest ([`Fetch::expect_sha256`], from the
 //!   hexadecimal [`Sha256Digest`] or a `sha256sum` list, [`Sha256Sums`]) or reports it.
-//! - [`Server`] serves a directory to many clients at once, confined to that directory.
+//! - [`Server`] serves a directory to many clients at once, confined to that directory, and
+//!   with [`ServerConfigBuilder::metrics`] its metrics to Prometheus over HTTP.
 //! - Every failure is an [`Error`]; [`Error::kind`] sorts it into the few [`ErrorKind`]s a
 //!   caller reacts to.
 //! - Settings are built and checked by [`FetchOptions::builder`] and
@@ -53,8 +54,9 @@ pub mod server;
 mod sys;
 
 pub use client::{
-    fetch, fetch_bytes, fetch_many, fetch_to_writer, Fetch, FetchMany, FetchOptions,
-    FetchOptionsBuilder, Fetched, Response, Sha256Digest, Sha256Sums,
+    fetch, fetch_async, fetch_bytes, fetch_bytes_async, fetch_many, fetch_to_async_writer,
+    fetch_to_writer, Fetch, FetchMany, FetchOptions, FetchOptionsBuilder, Fetched, Response,
+    Sha256Digest, Sha256Sums,
 };
 pub use error::{Error, ErrorKind, NameProblem, Result, TimeoutPhase};
 pub use server::{BackgroundServer, Server, ServerConfig, ServerConfigBuilder, ServerHandle};

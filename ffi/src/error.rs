@@ -64,8 +64,9 @@ pub enum filefetch_status {
     /// status is the binding's own: it reports the caller's callback, not a kind of error of
     /// the library's.
     WriteError = 13,
-    /// The data received does not have the SHA-256 digest it was expected to have; nothing
-    /// was left behind. (Core's `ChecksumMismatch`; no C function asks for a digest yet.)
+    /// The data received does not have the SHA-256 digest set with
+    /// `filefetch_fetch_options_set_sha256`; nothing was left behind, and an existing
+    /// destination was kept as it was.
     ChecksumMismatch = 14,
 }
 

@@ -12,7 +12,7 @@ use std::ptr::NonNull;
 use std::time::Duration;
 
 use filefetch::config::{self, check_count};
-use filefetch::{Error, Fetch, FetchOptions, FetchOptionsBuilder};
+use filefetch::{Error, Fetch, FetchOptions, FetchOptionsBuilder, Sha256Digest};
 
 use crate::error::{filefetch_status, Failure};
 use crate::guard::{
@@ -51,7 +51,7 @@ pub type filefetch_write_callback =
     Option<unsafe extern "C" fn(data: *const u8, len: usize, user_data: *mut c_void) -> usize>;
 
 /// How fetches behave: destination, overwriting, timeouts and time limits, maximum size,
-/// callbacks. Opaque.
+/// retries, the SHA-256 digest expected, callbacks. Opaque.
 ///
 /// Create with `filefetch_fetch_options_new`, change with the setters, release with
 /// `filefetch_fetch_options_free`. One handle may be used by several fetches, also on
@@ -62,6 +62,8 @@ pub struct filefetch_fetch_options {
     /// The whole-fetch limit, applied to the builder at each fetch: C's 0 ("no limit") has
     /// no builder call that would undo a limit set earlier.
     max_time: Option<Duration>,
+    /// The SHA-256 digest the data must have, checked by each fetch.
+    expected: Option<Sha256Digest>,
     progress: Option<Callback<unsafe extern "C" fn(*mut c_void, u64, u64) -> c_int>>,
     interrupt: Option<Callback<unsafe extern "C" fn(*mut c_void) -> c_int>>,
 }
@@ -104,6 +106,18 @@ impl filefetch_fetch_options {
         Ok(builder.build()?)
     }
 
+    /// A fetch of `name` from `host`:`port` with `built` (from [`Self::build`]) and this
+    /// handle's progress callback and expected digest.
+    fn fetch<'a>(&'a self, request: &Request<'a>, built: &'a FetchOptions) -> Fetch<'a> {
+        let fetch = Fetch::new(request.host, request.port, request.name)
+            .options(built)
+            .progress(|received, total| self.progress(received, total));
+        match self.expected {
+            Some(digest) => fetch.expect_sha256(digest),
+            None => fetch,
+        }
+    }
+
     /// Calls the progress callback, if any.
     fn progress(&self, received: u64, total: u64) -> ControlFlow<()> {
         match self.progress {
@@ -133,6 +147,7 @@ pub extern "C" fn filefetch_fetch_options_new(
         let options = Box::new(filefetch_fetch_options {
             builder: FetchOptions::builder(),
             max_time: None,
+            expected: None,
             progress: None,
             interrupt: None,
         });
@@ -347,6 +362,38 @@ pub extern "C" fn filefetch_fetch_options_set_retries(
     })
 }
 
+/// Sets the SHA-256 digest the file's data must have, as 64 hexadecimal digits in either
+/// case (as `sha256sum` prints it); NULL removes it (the default: no check). The digest is
+/// computed as the data arrives, so the data takes the buffered receive path (on Linux,
+/// not `splice`) and is never read again. Data with another digest gives
+/// `FILEFETCH_STATUS_CHECKSUM_MISMATCH`, which is not retried: `filefetch_fetch` then
+/// leaves nothing behind and keeps an existing destination as it was (even when
+/// overwriting), `filefetch_fetch_bytes` returns no buffer, and `filefetch_fetch_to_callback`
+/// returns it once the write callback has received all the data (which it must then
+/// discard). `filefetch_last_error` gives both digests.
+///
+/// Anything but 64 hexadecimal digits gives `FILEFETCH_STATUS_INVALID_ARGUMENT` (the message
+/// names `sha256`) and leaves the setting as it was.
+///
+/// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+/// meanwhile.
+#[no_mangle]
+pub extern "C" fn filefetch_fetch_options_set_sha256(
+    options: *mut filefetch_fetch_options,
+    hex: *const c_char,
+) -> filefetch_status {
+    set(options, |options| {
+        options.expected = if hex.is_null() {
+            None
+        } else {
+            // SAFETY: a non-NULL `hex` is a NUL-terminated string per the contract.
+            let text = unsafe { try_str(hex, "hex") }?;
+            Some(text.parse::<Sha256Digest>()?)
+        };
+        Ok(())
+    })
+}
+
 /// Sets the progress callback and the `user_data` pointer passed to it; a NULL `callback`
 /// removes it. `user_data` may be NULL and is never dereferenced by the library; it must
 /// stay valid while fetches use these options.
@@ -447,12 +494,8 @@ pub extern "C" fn filefetch_fetch(
         // SAFETY: per this function's documented contract.
         let request = unsafe { Request::new(host, port, name, options) }?;
         let out = non_null(out_size, "out_size")?;
-        let opts = request.options;
-        let built = opts.build()?;
-        let fetched = Fetch::new(request.host, request.port, request.name)
-            .options(&built)
-            .progress(|received, total| opts.progress(received, total))
-            .to_file()?;
+        let built = request.options.build()?;
+        let fetched = request.options.fetch(&request, &built).to_file()?;
         // SAFETY: `out` is not NULL and points to a caller-provided uint64_t.
         unsafe { write_out(out, fetched.bytes) };
         Ok(())
@@ -486,12 +529,8 @@ pub extern "C" fn filefetch_fetch_bytes(
         let request = unsafe { Request::new(host, port, name, options) }?;
         let out_data = non_null(out_data, "out_data")?;
         let out_len = non_null(out_len, "out_len")?;
-        let opts = request.options;
-        let built = opts.build()?;
-        let response = Fetch::new(request.host, request.port, request.name)
-            .options(&built)
-            .progress(|received, total| opts.progress(received, total))
-            .open()?;
+        let built = request.options.build()?;
+        let response = request.options.fetch(&request, &built).open()?;
         let size = response.len();
         // Only a 32-bit process can be handed a file larger than its address space.
         let len = usize::try_from(size).map_err(|_| Error::TooLarge {
@@ -544,17 +583,16 @@ pub extern "C" fn filefetch_fetch_to_callback(
         let request = unsafe { Request::new(host, port, name, options) }?;
         let function = required(write_callback, "write_callback")?;
         let out = non_null(out_size, "out_size")?;
-        let opts = request.options;
-        let built = opts.build()?;
+        let built = request.options.build()?;
         let mut writer = CallbackWriter {
             function,
             user_data,
             delivered: 0,
             refused: None,
         };
-        let fetched = Fetch::new(request.host, request.port, request.name)
-            .options(&built)
-            .progress(|received, total| opts.progress(received, total))
+        let fetched = request
+            .options
+            .fetch(&request, &built)
             .to_writer(&mut writer);
         // A refusal reaches core as a writer's I/O error; the status is the callback's.
         if let Some((taken, offered, offset)) = writer.refused {

@@ -43,18 +43,22 @@ pub use fetch::{
     filefetch_fetch_options_set_max_time_ms, filefetch_fetch_options_set_min_rate,
     filefetch_fetch_options_set_output, filefetch_fetch_options_set_overwrite,
     filefetch_fetch_options_set_progress, filefetch_fetch_options_set_retries,
-    filefetch_fetch_options_set_timeout_ms, filefetch_fetch_to_callback,
-    filefetch_interrupt_callback, filefetch_progress_callback, filefetch_write_callback,
+    filefetch_fetch_options_set_sha256, filefetch_fetch_options_set_timeout_ms,
+    filefetch_fetch_to_callback, filefetch_interrupt_callback, filefetch_progress_callback,
+    filefetch_write_callback,
 };
 pub use message::{filefetch_last_error, filefetch_strerror};
 pub use server::{
     filefetch_serve, filefetch_server, filefetch_server_abort, filefetch_server_free,
-    filefetch_server_options, filefetch_server_options_free, filefetch_server_options_new,
+    filefetch_server_metrics_port, filefetch_server_options, filefetch_server_options_allow,
+    filefetch_server_options_deny, filefetch_server_options_free, filefetch_server_options_new,
     filefetch_server_options_set_address, filefetch_server_options_set_file_cache_ms,
     filefetch_server_options_set_grace_period_ms, filefetch_server_options_set_max_connections,
+    filefetch_server_options_set_max_per_address, filefetch_server_options_set_metrics,
     filefetch_server_options_set_port, filefetch_server_options_set_proxy_protocol,
-    filefetch_server_options_set_request_timeout_ms, filefetch_server_options_set_root,
-    filefetch_server_options_set_send_timeout_ms, filefetch_server_options_set_threads,
+    filefetch_server_options_set_rate_limit, filefetch_server_options_set_request_timeout_ms,
+    filefetch_server_options_set_root, filefetch_server_options_set_send_timeout_ms,
+    filefetch_server_options_set_threads, filefetch_server_options_set_total_rate_limit,
     filefetch_server_port, filefetch_server_shutdown, filefetch_server_start,
     filefetch_server_stop,
 };

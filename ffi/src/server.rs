@@ -10,13 +10,14 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Mutex, PoisonError};
 
 use filefetch::config::{self, check_count};
-use filefetch::{BackgroundServer, Server, ServerConfig, ServerConfigBuilder};
+use filefetch::server::{AccessRule, Cidr};
+use filefetch::{BackgroundServer, Error, Server, ServerConfig, ServerConfigBuilder};
 
 use crate::error::{filefetch_status, Failure};
 use crate::guard::{duration_ms, guard, guard_or, non_null, try_mut, try_ref, try_str, write_out};
 
 /// Where and how a server serves: root directory, address, port, limits, timeouts, worker
-/// threads, open-file reuse. Opaque.
+/// threads, open-file reuse, who may connect, rate limits. Opaque.
 ///
 /// Create with `filefetch_server_options_new`, change with the setters, release with
 /// `filefetch_server_options_free`. Starting a server copies what it needs, so the handle
@@ -52,6 +53,8 @@ impl filefetch_server_options {
 #[derive(Debug)]
 pub struct filefetch_server {
     port: u16,
+    /// The metrics endpoint's port; 0 when the server serves no metrics.
+    metrics_port: u16,
     running: Mutex<Option<BackgroundServer>>,
 }
 
@@ -137,11 +140,7 @@ pub extern "C" fn filefetch_server_options_set_address(
     set(options, |options| {
         // SAFETY: a non-NULL `address` is a NUL-terminated string per the contract.
         let text = unsafe { try_str(address, "address") }?;
-        let bare = text
-            .strip_prefix('[')
-            .and_then(|t| t.strip_suffix(']'))
-            .unwrap_or(text);
-        options.address = bare
+        options.address = filefetch::config::bare_host(text)
             .parse()
             .map_err(|_| Failure::invalid(format!("`address` {text:?} is not an IP address")))?;
         Ok(())
@@ -260,6 +259,163 @@ pub extern "C" fn filefetch_server_options_set_proxy_protocol(
     })
 }
 
+/// Also serves the server's metrics over HTTP at `/metrics` on `address`, "IP:PORT" such as
+/// "127.0.0.1:9100" or "[::1]:9100" (port 0 picks a free port, which
+/// `filefetch_server_metrics_port` then reports), in the OpenMetrics text format Prometheus
+/// scrapes: requests by outcome, bytes sent, active connections, open-file cache hits and
+/// misses, refused connections by reason, and a request duration histogram. NULL or ""
+/// turns metrics off (the default). Anything else gives `FILEFETCH_STATUS_INVALID_ARGUMENT`
+/// naming `metrics`; an address that cannot be listened on makes `filefetch_server_start`
+/// fail. Anyone who can reach the address can read the metrics.
+///
+/// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+/// meanwhile.
+#[no_mangle]
+pub extern "C" fn filefetch_server_options_set_metrics(
+    options: *mut filefetch_server_options,
+    address: *const c_char,
+) -> filefetch_status {
+    set(options, |options| {
+        let addr = if address.is_null() {
+            None
+        } else {
+            // SAFETY: a non-NULL `address` is a NUL-terminated string per the contract.
+            match unsafe { try_str(address, "metrics") }? {
+                "" => None,
+                text => Some(text.parse::<SocketAddr>().map_err(|_| {
+                    Failure::invalid(format!(
+                        "`metrics` {text:?} is not an IP address and port (\"127.0.0.1:9100\")"
+                    ))
+                })?),
+            }
+        };
+        options.update(|b| b.metrics(addr));
+        Ok(())
+    })
+}
+
+/// Adds an access rule: a network (or one address) whose clients are served or refused.
+fn add_rule(
+    options: *mut filefetch_server_options,
+    cidr: *const c_char,
+    option: &'static str,
+    rule: fn(Cidr) -> AccessRule,
+) -> filefetch_status {
+    set(options, |options| {
+        // SAFETY: a non-NULL `cidr` is a NUL-terminated string per the contract.
+        let text = unsafe { try_str(cidr, "cidr") }?;
+        // Core names the setting `cidr`; here it is the function's.
+        let network = text.parse::<Cidr>().map_err(|e| match e {
+            Error::InvalidOption { problem, .. } => Error::InvalidOption { option, problem },
+            other => other,
+        })?;
+        options.update(|b| b.access_rule(rule(network)));
+        Ok(())
+    })
+}
+
+/// Adds a rule serving the clients in `cidr`, after the rules added so far: a network such
+/// as "10.0.0.0/8" or "2001:db8::/32", or one address ("192.0.2.7" meaning /32, "::1"
+/// meaning /128). The string is copied.
+///
+/// Rules are checked in the order they were added, by this function and
+/// `filefetch_server_options_deny` alike (as nginx's `allow` and `deny`): the first whose
+/// network contains the client decides. A client no rule matches is refused if any rule is
+/// an allow rule, and served otherwise. So an allow rule alone serves its network only, and
+/// `deny 10.0.0.5` then `allow 10.0.0.0/8` serves 10.0.0.0/8 except 10.0.0.5. An IPv4 client
+/// reaching an IPv6 socket ("::ffff:a.b.c.d") is judged as the IPv4 address; IPv6 rules match
+/// IPv6 clients only. With the PROXY protocol on, the client is the one its header names. A
+/// refused client is closed without a response, before its request is read, and logged.
+///
+/// Text that is not an address or a network, a prefix too long for the address, or an
+/// address with bits set past its prefix ("10.1.0.0/8") gives
+/// `FILEFETCH_STATUS_INVALID_ARGUMENT` (the message names `allow` and says what is wrong)
+/// and adds no rule.
+///
+/// `options` and `cidr` must not be NULL. Not thread-safe for one handle: no other call may
+/// use it meanwhile.
+#[no_mangle]
+pub extern "C" fn filefetch_server_options_allow(
+    options: *mut filefetch_server_options,
+    cidr: *const c_char,
+) -> filefetch_status {
+    add_rule(options, cidr, "allow", AccessRule::Allow)
+}
+
+/// Adds a rule refusing the clients in `cidr` (closed without a response), after the rules
+/// added so far; see `filefetch_server_options_allow` for the form of `cidr` and how rules
+/// are checked. A bad `cidr` gives `FILEFETCH_STATUS_INVALID_ARGUMENT` (the message names
+/// `deny`) and adds no rule.
+///
+/// `options` and `cidr` must not be NULL. Not thread-safe for one handle: no other call may
+/// use it meanwhile.
+#[no_mangle]
+pub extern "C" fn filefetch_server_options_deny(
+    options: *mut filefetch_server_options,
+    cidr: *const c_char,
+) -> filefetch_status {
+    add_rule(options, cidr, "deny", AccessRule::Deny)
+}
+
+/// Sets the most connections at once from one client address (0, the default: no limit);
+/// one more is closed without a response, before its request is read, and logged. With the
+/// PROXY protocol on, the address counted is that of the client its header names. More than
+/// 4294967295 gives `FILEFETCH_STATUS_INVALID_ARGUMENT` (the message names `max_per_address`)
+/// and leaves the setting as it was.
+///
+/// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+/// meanwhile.
+#[no_mangle]
+pub extern "C" fn filefetch_server_options_set_max_per_address(
+    options: *mut filefetch_server_options,
+    max_per_address: usize,
+) -> filefetch_status {
+    set(options, |options| {
+        check_count(
+            "max_per_address",
+            max_per_address,
+            0,
+            config::MAX_CONNECTIONS_LIMIT,
+        )?;
+        options.update(|b| b.max_per_address(max_per_address));
+        Ok(())
+    })
+}
+
+/// Sets the most bytes a second each connection sends (0, the default: no limit). A
+/// connection may run ahead of the rate by a tenth of a second's worth (at least 1 KiB): in
+/// any `t` seconds it sends at most `rate * t + burst` bytes, the header included.
+///
+/// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+/// meanwhile.
+#[no_mangle]
+pub extern "C" fn filefetch_server_options_set_rate_limit(
+    options: *mut filefetch_server_options,
+    bytes_per_sec: u64,
+) -> filefetch_status {
+    set(options, |options| {
+        options.update(|b| b.rate_limit(bytes_per_sec));
+        Ok(())
+    })
+}
+
+/// Sets the most bytes a second all connections together send (0, the default: no limit),
+/// with the same burst as `filefetch_server_options_set_rate_limit`; connections take
+/// turns, 16 KiB at most each, in the order they ask. Both limits may be set at once.
+///
+/// `options` must not be NULL. Not thread-safe for one handle: no other call may use it
+/// meanwhile.
+#[no_mangle]
+pub extern "C" fn filefetch_server_options_set_total_rate_limit(
+    options: *mut filefetch_server_options,
+    bytes_per_sec: u64,
+) -> filefetch_status {
+    set(options, |options| {
+        options.update(|b| b.total_rate_limit(bytes_per_sec));
+        Ok(())
+    })
+}
+
 /// Sets the number of worker threads; 0 (the default) means one per CPU core. More than 1024
 /// gives `FILEFETCH_STATUS_INVALID_ARGUMENT` (the message names `threads`) and leaves the
 /// setting as it was.
@@ -316,6 +472,7 @@ pub extern "C" fn filefetch_server_start(
         let running = options.bind()?.spawn()?;
         let server = Box::new(filefetch_server {
             port: running.local_addr().port(),
+            metrics_port: running.metrics_addr().map_or(0, |addr| addr.port()),
             running: Mutex::new(Some(running)),
         });
         // SAFETY: `out` is not NULL and the caller provides room for one pointer.
@@ -337,6 +494,25 @@ pub extern "C" fn filefetch_server_port(
         let out = non_null(out_port, "out_port")?;
         // SAFETY: `out` is not NULL and points to a caller-provided uint16_t.
         unsafe { write_out(out, server.port) };
+        Ok(())
+    })
+}
+
+/// Reports the port of the server's metrics endpoint (the real one when port 0 was asked
+/// for), or 0 when the server serves no metrics (see
+/// `filefetch_server_options_set_metrics`). Still answers after the server was stopped. No
+/// argument may be NULL. Thread-safe.
+#[no_mangle]
+pub extern "C" fn filefetch_server_metrics_port(
+    server: *const filefetch_server,
+    out_port: *mut u16,
+) -> filefetch_status {
+    guard(|| {
+        // SAFETY: a non-NULL handle comes from filefetch_server_start and is not yet freed.
+        let server = unsafe { try_ref(server, "server") }?;
+        let out = non_null(out_port, "out_port")?;
+        // SAFETY: `out` is not NULL and points to a caller-provided uint16_t.
+        unsafe { write_out(out, server.metrics_port) };
         Ok(())
     })
 }

@@ -7,8 +7,14 @@ protocol and built on the Rust crate ``filefetch``::
 
     path = filefetch.fetch("files.example.org", 5000, "report.pdf")   # -> Path("report.pdf")
     data = filefetch.fetch_bytes("files.example.org", 5000, "notes.txt", max_size=1 << 20)
+    path = filefetch.fetch("files.example.org", 5000, "big.iso", retries=3)  # up to 4 attempts
+
+    # Several files, 4 at a time, into a directory; one result per name, in order.
+    for result in filefetch.fetch_many("files.example.org", 5000, ["a.txt", "b.txt"], "out/"):
+        print(result.name, result.path if result.ok else result.error)
 
     filefetch.serve(5000, root="/srv/files")        # blocks; Ctrl-C stops it
+    filefetch.serve(5000, root="/srv/files", allow=["10.0.0.0/8"], rate_limit=1 << 20)
 
     with filefetch.Server(root="/srv/files") as server:   # 127.0.0.1, on a free port
         filefetch.fetch_bytes("127.0.0.1", server.port, "notes.txt")
@@ -43,7 +49,17 @@ from ._errors import (
     TimedOutError,
     TooLargeError,
 )
-from ._native import AsyncServer, Server, afetch, afetch_bytes, fetch, fetch_bytes, serve
+from ._many import FetchResult
+from ._native import (
+    AsyncServer,
+    Server,
+    afetch,
+    afetch_bytes,
+    fetch,
+    fetch_bytes,
+    fetch_many,
+    serve,
+)
 
 __all__ = [
     "ChecksumMismatchError",
@@ -52,6 +68,7 @@ __all__ = [
     "ConnectError",
     "DestinationExistsError",
     "Error",
+    "FetchResult",
     "IncompleteTransferError",
     "InterruptedTransferError",
     "InvalidArgumentError",
@@ -66,5 +83,6 @@ __all__ = [
     "afetch_bytes",
     "fetch",
     "fetch_bytes",
+    "fetch_many",
     "serve",
 ]

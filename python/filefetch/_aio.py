@@ -1,11 +1,11 @@
 """asyncio glue for the native module: the coroutine through which a future of its runtime
 (a transfer of ``afetch`` or ``afetch_bytes``, a stop of ``AsyncServer``) is awaited.
 
-The future is awaited under ``asyncio.shield``, so that cancelling the task does not drop it:
-it is told to stop (a fetch checks every 50 ms) and waited for, and only then does
-``CancelledError`` propagate, with a transfer's temporary file already removed. Either way
-the coroutine ends only once the runtime's thread that handed the outcome over has let go
-of Python.
+The future is awaited under ``asyncio.shield``, so that cancelling the task does not cancel
+the asyncio future at once: the Rust future is stopped (a transfer's task is aborted, which
+drops it and its temporary file; a server is stopped at once) and waited for, and only then
+does ``CancelledError`` propagate. Either way the coroutine ends only once the runtime's
+thread that handed the outcome over has let go of Python.
 """
 
 from __future__ import annotations

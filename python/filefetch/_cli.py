@@ -328,6 +328,60 @@ def parser(prog: str = "filefetch-py") -> argparse.ArgumentParser:
         action="store_true",
         help="use the portable code paths instead of system-specific fast ones",
     )
+    serve.add_argument(
+        "--proxy-protocol",
+        action="store_true",
+        help="expect a PROXY protocol header (v1 or v2) before every request, as a load "
+        "balancer sends it (HAProxy: send-proxy or send-proxy-v2), and log the client it names "
+        "as the peer; connections without one are closed unanswered. Only behind such a load "
+        "balancer: a client reaching the server directly could claim any address",
+    )
+    # --allow and --deny share one list, so that the rules keep the order they were given in.
+    serve.add_argument(
+        "--allow",
+        dest="access",
+        metavar="CIDR",
+        action="append",
+        type=lambda network: f"allow {network}",
+        help="serve clients in this network (10.0.0.0/8, 2001:db8::/32, or one address); "
+        "repeatable. Rules are checked in the order given, --allow and --deny alike, and the "
+        "first that matches decides; a client that none matches is refused if there is any "
+        "--allow, served otherwise. The client is the one a PROXY header names with "
+        "--proxy-protocol",
+    )
+    serve.add_argument(
+        "--deny",
+        dest="access",
+        metavar="CIDR",
+        action="append",
+        type=lambda network: f"deny {network}",
+        help="close connections from clients in this network without a response; repeatable "
+        "(see --allow for the order)",
+    )
+    serve.add_argument(
+        "--max-per-address",
+        metavar="N",
+        type=_integer,
+        default=0,
+        help="at most N connections at once from one client address (0: no limit; the "
+        "default); one more is closed unanswered",
+    )
+    serve.add_argument(
+        "--rate-limit",
+        metavar="BYTES",
+        type=_integer,
+        default=0,
+        help="send at most this many bytes a second on each connection (0: no limit; the "
+        "default)",
+    )
+    serve.add_argument(
+        "--total-rate-limit",
+        metavar="BYTES",
+        type=_integer,
+        default=0,
+        help="send at most this many bytes a second over all connections together (0: no "
+        "limit; the default)",
+    )
 
     get = commands.add_parser(
         "fetch",
@@ -415,6 +469,11 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "filefetch-py") -> in
                 "threads": args.threads,
                 "file_cache": args.file_cache,
                 "portable": args.portable,
+                "proxy_protocol": args.proxy_protocol,
+                "access": args.access or [],
+                "max_per_address": args.max_per_address,
+                "rate_limit": args.rate_limit,
+                "total_rate_limit": args.total_rate_limit,
             },
         )
     return run_fetch(args)

@@ -1,17 +1,30 @@
 """Native part of the filefetch package; import from ``filefetch`` instead."""
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Optional, Union, final
 
 from typing_extensions import Self
 
-__all__ = ["AsyncServer", "Server", "afetch", "afetch_bytes", "fetch", "fetch_bytes", "serve"]
+from ._many import FetchResult
+
+__all__ = [
+    "AsyncServer",
+    "Server",
+    "afetch",
+    "afetch_bytes",
+    "fetch",
+    "fetch_bytes",
+    "fetch_many",
+    "serve",
+]
 
 _PathLike = Union[str, "os.PathLike[str]"]
 _Hosts = Union[str, Sequence[str]]
+# Networks ("10.0.0.0/8", "192.0.2.7") or rules ("deny 10.0.0.5"): one or several.
+_Strings = Union[str, Sequence[str]]
 
 def fetch(
     host: str,
@@ -26,6 +39,8 @@ def fetch(
     speed_limit: int = 0,
     speed_time: float = 30.0,
     max_size: Optional[int] = None,
+    retries: int = 0,
+    retry_delay: float = 0.25,
     sha256: Optional[str] = None,
     progress: Optional[Callable[[int, int], object]] = None,
 ) -> Path: ...
@@ -40,6 +55,8 @@ def fetch_bytes(
     speed_limit: int = 0,
     speed_time: float = 30.0,
     max_size: Optional[int] = None,
+    retries: int = 0,
+    retry_delay: float = 0.25,
     sha256: Optional[str] = None,
 ) -> bytes: ...
 async def afetch(
@@ -55,6 +72,8 @@ async def afetch(
     speed_limit: int = 0,
     speed_time: float = 30.0,
     max_size: Optional[int] = None,
+    retries: int = 0,
+    retry_delay: float = 0.25,
     sha256: Optional[str] = None,
     progress: Optional[Callable[[int, int], object]] = None,
 ) -> Path: ...
@@ -69,8 +88,29 @@ async def afetch_bytes(
     speed_limit: int = 0,
     speed_time: float = 30.0,
     max_size: Optional[int] = None,
+    retries: int = 0,
+    retry_delay: float = 0.25,
     sha256: Optional[str] = None,
 ) -> bytes: ...
+def fetch_many(
+    host: str,
+    port: int,
+    names: Iterable[str],
+    dest: Optional[_PathLike] = None,
+    *,
+    jobs: int = 4,
+    overwrite: bool = False,
+    timeout: float = 1.0,
+    connect_timeout: float = 5.0,
+    max_time: Optional[float] = None,
+    speed_limit: int = 0,
+    speed_time: float = 30.0,
+    max_size: Optional[int] = None,
+    retries: int = 0,
+    retry_delay: float = 0.25,
+    sha256: Optional[Mapping[str, str]] = None,
+    progress: Optional[Callable[[str, int, int], object]] = None,
+) -> list[FetchResult]: ...
 def serve(
     port: int,
     root: _PathLike = ".",
@@ -83,6 +123,13 @@ def serve(
     threads: int = 0,
     file_cache: float = 1.0,
     portable: bool = False,
+    proxy_protocol: bool = False,
+    allow: _Strings = (),
+    deny: _Strings = (),
+    access: _Strings = (),
+    max_per_address: int = 0,
+    rate_limit: int = 0,
+    total_rate_limit: int = 0,
 ) -> None: ...
 
 @final
@@ -100,6 +147,13 @@ class Server:
         threads: int = 0,
         file_cache: float = 1.0,
         portable: bool = False,
+        proxy_protocol: bool = False,
+        allow: _Strings = (),
+        deny: _Strings = (),
+        access: _Strings = (),
+        max_per_address: int = 0,
+        rate_limit: int = 0,
+        total_rate_limit: int = 0,
     ) -> Self: ...
     @property
     def port(self) -> int: ...
@@ -135,6 +189,13 @@ class AsyncServer:
         threads: int = 0,
         file_cache: float = 1.0,
         portable: bool = False,
+        proxy_protocol: bool = False,
+        allow: _Strings = (),
+        deny: _Strings = (),
+        access: _Strings = (),
+        max_per_address: int = 0,
+        rate_limit: int = 0,
+        total_rate_limit: int = 0,
     ) -> Self: ...
     @property
     def port(self) -> int: ...

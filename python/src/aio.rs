@@ -1,165 +1,113 @@
 //! What the asyncio functions and `AsyncServer` share: the tokio runtime that drives them
-//! (pyo3-async-runtimes' runtime, configured here), the slots that bound the threads
-//! transfers take, the stop signal that cancelling a task sends to its transfer, and the
-//! hand-over of a future's outcome to the event loop.
+//! (pyo3-async-runtimes' runtime, configured here), and the coroutine through which a future
+//! of that runtime is awaited, cancelled, and its outcome handed to the event loop.
 //!
-//! Core's client is blocking, so a transfer runs on one of the runtime's blocking threads,
-//! and at most [`TRANSFERS_AT_ONCE`] do at a time; more wait for a slot without a thread.
+//! The runtime is small: [`WORKERS`] worker threads and at most [`BLOCKING_THREADS`] more.
+//! A transfer is core's asynchronous fetch, a future on the workers like any other: no thread
+//! of its own, no slot to wait for, however many run at once. What must block runs on the
+//! runtime's bounded blocking pool: core's file operations (`tokio::fs`), the hand-over of
+//! each outcome (which waits for the GIL), and progress callbacks (see `progress`). The
+//! workers themselves never wait for the GIL.
 //!
-//! What a caller awaits is a coroutine of `filefetch._aio` (`settle`). It starts the Rust
-//! future when first awaited. When its task is cancelled, a transfer is told to stop
-//! (through the fetch's interrupt check, read every 50 ms) and waited for, so that by the
-//! time `CancelledError` propagates the temporary file is gone; any other future is dropped.
+//! What a caller awaits is a coroutine of `filefetch._aio` (`settle`). It spawns the Rust
+//! future as a task of the runtime when first awaited. When its asyncio task is cancelled,
+//! the coroutine stops the future as [`OnCancel`] says, and waits for the future's task to
+//! end before `CancelledError` propagates. A transfer's task is aborted: the runtime drops
+//! its future, and with it the connection and the temporary file, before the task counts as
+//! ended, so by the time `CancelledError` propagates nothing of the transfer is left.
 //!
-//! The outcome reaches the event loop through `call_soon_threadsafe`, called from a thread
-//! of the runtime, which lets go of the GIL inside that call and must take it back after.
-//! The coroutine returns only once that thread has let go of Python for good ([`Handoff`]):
-//! otherwise the program could end meanwhile, and a thread taking the GIL of a finalized
-//! interpreter crashes the process as it exits (pyo3-async-runtimes' own `future_into_py`
-//! hands over the same way without waiting, which is why it is not used).
+//! The outcome reaches the event loop through `call_soon_threadsafe`, called from a blocking
+//! thread of the runtime, which lets go of the GIL inside that call and must take it back
+//! after. The coroutine returns only once that thread has let go of Python for good
+//! ([`Handoff`]): otherwise the program could end meanwhile, and a thread taking the GIL of
+//! a finalized interpreter crashes the process as it exits (pyo3-async-runtimes' own
+//! `future_into_py` hands over the same way without waiting, which is why it is not used).
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use filefetch::Error;
-use pyo3::exceptions::{PyRuntimeError, PySystemError};
+use pyo3::exceptions::PySystemError;
 use pyo3::panic::PanicException;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyCFunction, PyTuple, PyWeakrefMethods, PyWeakrefReference};
-use pyo3::BoundObject;
-use tokio::sync::{Notify, Semaphore};
-use tokio::task::JoinError;
+use pyo3::IntoPyObjectExt;
+use tokio::task::{AbortHandle, JoinError};
 
 use crate::errors;
 
-/// The transfers that run at once, each on a blocking thread; the others wait for a slot.
-pub(crate) const TRANSFERS_AT_ONCE: usize = 16;
+/// The runtime's worker threads, on which every future runs.
+const WORKERS: usize = 2;
 
-/// The runtime's blocking threads: one per slot, and a few to hand outcomes to event loops
-/// (which waits for the GIL, so it is kept off the runtime's worker).
-const BLOCKING_THREADS: usize = TRANSFERS_AT_ONCE + 4;
+/// The most threads the runtime starts besides its workers, for what blocks: file
+/// operations, hand-overs, progress callbacks. More such work waits its turn.
+const BLOCKING_THREADS: usize = 4;
 
 /// The Python module with the coroutine that awaits a future of the runtime.
 const GLUE_MODULE: &str = "filefetch._aio";
 
-static SLOTS: Semaphore = Semaphore::const_new(TRANSFERS_AT_ONCE);
-
-/// Sets up the runtime pyo3-async-runtimes builds when first used: one worker thread (the
-/// futures only wait) and a bounded blocking pool.
+/// Sets up the runtime pyo3-async-runtimes builds when first used: [`WORKERS`] workers and a
+/// blocking pool of at most [`BLOCKING_THREADS`].
 pub(crate) fn configure() {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder
-        .worker_threads(1)
+        .worker_threads(WORKERS)
         .max_blocking_threads(BLOCKING_THREADS)
         .thread_name("filefetch-async")
         .enable_all();
     pyo3_async_runtimes::tokio::init(builder);
 }
 
-/// The stop signal of one transfer: set when its task is cancelled (or its future dropped).
-#[derive(Default)]
-pub(crate) struct Stop {
-    set: AtomicBool,
-    changed: Notify,
+/// What a future of the runtime ends with: made into the coroutine's result (or exception)
+/// by the thread that hands it over, with the GIL, so that the future itself never needs it.
+pub(crate) type Outcome = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
+
+/// An outcome that is `value`.
+pub(crate) fn ready<T>(value: T) -> Outcome
+where
+    T: for<'py> IntoPyObject<'py> + Send + 'static,
+{
+    Box::new(move |py| value.into_py_any(py))
 }
 
-impl Stop {
-    pub(crate) fn set(&self) {
-        self.set.store(true, Ordering::SeqCst);
-        self.changed.notify_waiters();
-    }
-
-    fn is_set(&self) -> bool {
-        self.set.load(Ordering::SeqCst)
-    }
-
-    /// The fetch's interrupt check: true once the signal is set.
-    pub(crate) fn check(self: &Arc<Self>) -> impl Fn() -> bool + Send + Sync + 'static {
-        let stop = self.clone();
-        move || stop.is_set()
-    }
-
-    /// Completes once the signal is set.
-    pub(crate) async fn stopped(&self) {
-        let changed = self.changed.notified();
-        tokio::pin!(changed);
-        changed.as_mut().enable();
-        if !self.is_set() {
-            changed.await;
-        }
-    }
+/// What cancelling the coroutine does to its future, which the coroutine then waits for.
+pub(crate) enum OnCancel {
+    /// Drops it: its task is aborted.
+    Drop,
+    /// Calls this, after which the future ends on its own (soon).
+    Call(Box<dyn Fn() + Send + Sync>),
 }
 
-/// Sets the stop signal when dropped: a transfer whose future is dropped stops too.
-struct StopOnDrop(Arc<Stop>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.set();
-    }
-}
-
-/// The awaitable for a transfer, the coroutine `name`: `job` runs on a blocking thread once
-/// the coroutine is awaited and a slot is free, and its result is the coroutine's. `job` must
-/// heed `stop` (through its fetch's interrupt check).
-pub(crate) fn transfer<'py, T>(
+/// A coroutine whose result is `fut`'s outcome, run as a task of the runtime from its first
+/// await, named `name` (in its repr and in "never awaited" warnings). Cancelling it stops
+/// `fut` as `on_cancel` says and waits for its task to end, then for `after`, before
+/// `CancelledError` propagates. `after` also runs once `fut` has completed, before its
+/// outcome is handed over: whatever `fut` started that may outlive it ends there.
+pub(crate) fn coroutine<'py>(
     py: Python<'py>,
     name: &str,
-    stop: Arc<Stop>,
-    job: impl FnOnce() -> PyResult<T> + Send + 'static,
-) -> PyResult<Bound<'py, PyAny>>
-where
-    T: for<'a> IntoPyObject<'a> + Send + 'static,
-{
-    coroutine(py, name, run(stop.clone(), job), stop)
-}
-
-/// Waits for a slot, then runs `job` on a blocking thread, which keeps the slot until `job`
-/// has returned. A stop while waiting ends the wait with `InterruptedTransferError`.
-async fn run<T: Send + 'static>(
-    stop: Arc<Stop>,
-    job: impl FnOnce() -> PyResult<T> + Send + 'static,
-) -> PyResult<T> {
-    let _stop_on_drop = StopOnDrop(stop.clone());
-    let slot = tokio::select! {
-        slot = SLOTS.acquire() => slot.map_err(|_| PyRuntimeError::new_err("no transfer slots"))?,
-        () = stop.stopped() => return with_python(|py| Err(errors::to_py(py, Error::Interrupted))),
-    };
-    let ran = tokio::task::spawn_blocking(move || {
-        let _slot = slot;
-        job()
-    })
-    .await;
-    ran.unwrap_or_else(|e| Err(panicked(e)))
-}
-
-/// A task that panicked (or, never here, was aborted), as pyo3 reports a panic.
-fn panicked(e: JoinError) -> PyErr {
-    PanicException::new_err(e.to_string())
-}
-
-/// A coroutine whose result is `fut`'s, run on the runtime from its first await, named
-/// `name` (in its repr and in "never awaited" warnings). Cancelling it sets `stop`, which
-/// `fut` must heed, and waits for `fut` to end before `CancelledError` propagates: no thread
-/// works on for a coroutine that has ended.
-pub(crate) fn coroutine<'py, T>(
-    py: Python<'py>,
-    name: &str,
-    fut: impl Future<Output = PyResult<T>> + Send + 'static,
-    stop: Arc<Stop>,
-) -> PyResult<Bound<'py, PyAny>>
-where
-    T: for<'a> IntoPyObject<'a> + Send + 'static,
-{
-    let fut = Mutex::new(Some(fut));
+    fut: impl Future<Output = Outcome> + Send + 'static,
+    on_cancel: OnCancel,
+    after: impl Future<Output = ()> + Send + 'static,
+) -> PyResult<Bound<'py, PyAny>> {
+    let task = Arc::new(OnceLock::<AbortHandle>::new());
+    let parts = Mutex::new(Some((fut, after)));
+    let started = task.clone();
     let start = PyCFunction::new_closure(py, None, None, move |args, _kwargs| {
-        let fut = fut.lock().unwrap_or_else(PoisonError::into_inner).take();
-        let fut = fut.ok_or_else(|| PySystemError::new_err("coroutine started twice"))?;
-        spawn(args.py(), fut).map(Bound::unbind)
+        let parts = parts.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let (fut, after) =
+            parts.ok_or_else(|| PySystemError::new_err("coroutine started twice"))?;
+        spawn(args.py(), fut, after, &started).map(Bound::unbind)
     })?;
-    let stop = PyCFunction::new_closure(py, None, None, move |_args, _kwargs| stop.set())?;
+    let stop = PyCFunction::new_closure(py, None, None, move |_args, _kwargs| match &on_cancel {
+        OnCancel::Drop => {
+            if let Some(task) = task.get() {
+                task.abort();
+            }
+        }
+        OnCancel::Call(stop) => stop(),
+    })?;
     let coroutine = glue(py, "settle")?.call1((start, stop))?;
     let short = name.rsplit('.').next().unwrap_or(name);
     coroutine.setattr("__name__", short)?;
@@ -167,15 +115,15 @@ where
     Ok(coroutine)
 }
 
-/// Runs `fut` on the runtime; returns an asyncio future of the running loop that gets its
-/// outcome, and the [`Handoff`] to release once done with it.
-fn spawn<'py, T>(
+/// Spawns `fut` on the runtime (its abort handle into `task`), and a task that waits for it
+/// and `after`, then hands its outcome over. Returns an asyncio future of the running loop
+/// that gets the outcome, and the [`Handoff`] to release once done with it.
+fn spawn<'py>(
     py: Python<'py>,
-    fut: impl Future<Output = PyResult<T>> + Send + 'static,
-) -> PyResult<Bound<'py, PyTuple>>
-where
-    T: for<'a> IntoPyObject<'a> + Send + 'static,
-{
+    fut: impl Future<Output = Outcome> + Send + 'static,
+    after: impl Future<Output = ()> + Send + 'static,
+    task: &OnceLock<AbortHandle>,
+) -> PyResult<Bound<'py, PyTuple>> {
     let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
     let future = event_loop.call_method0("create_future")?;
     let shared = Arc::new(Shared::default());
@@ -185,13 +133,15 @@ where
     let future_ref = PyWeakrefReference::new(&future)?.unbind();
     let event_loop_ref = event_loop.unbind();
     let runtime = pyo3_async_runtimes::tokio::get_runtime();
+    // A task of its own: the one aborted on cancellation, and a panic in `fut` still
+    // reaches the coroutine.
+    let running = runtime.spawn(fut);
+    let _ = task.set(running.abort_handle());
     runtime.spawn(async move {
-        // A task of its own, so that a panic in `fut` still reaches the coroutine.
-        let outcome = runtime
-            .spawn(fut)
-            .await
-            .unwrap_or_else(|e| Err(panicked(e)));
-        // Handing over takes the GIL: a blocking thread waits for it, not the worker.
+        // An aborted task ends once its future has been dropped.
+        let outcome = running.await.unwrap_or_else(ended_early);
+        after.await;
+        // Handing over takes the GIL: a blocking thread waits for it, not a worker.
         tokio::task::spawn_blocking(move || {
             hand_over(&shared, event_loop_ref, future_ref, outcome)
         });
@@ -199,16 +149,24 @@ where
     PyTuple::new(py, [future, handoff.into_any()])
 }
 
+/// The outcome of a task that was aborted (the coroutine, cancelled, lets
+/// `CancelledError` propagate instead) or panicked (raised as pyo3 raises a panic).
+fn ended_early(e: JoinError) -> Outcome {
+    if e.is_cancelled() {
+        return Box::new(|py| Err(errors::to_py(py, Error::Interrupted)));
+    }
+    let message = e.to_string();
+    Box::new(move |_| Err(PanicException::new_err(message)))
+}
+
 /// Sets `future`'s outcome from a thread of the runtime, through the loop's
 /// `call_soon_threadsafe`, unless the coroutine has ended or the future is gone.
-fn hand_over<T>(
+fn hand_over(
     shared: &Shared,
     event_loop: Py<PyAny>,
     future: Py<PyWeakrefReference>,
-    outcome: PyResult<T>,
-) where
-    T: for<'py> IntoPyObject<'py>,
-{
+    outcome: Outcome,
+) {
     if !shared.begin() {
         // Abandoned: whatever Python objects the outcome holds are released later, by
         // pyo3, without this thread taking the GIL.
@@ -218,8 +176,8 @@ fn hand_over<T>(
         let Some(future) = future.bind(py).upgrade() else {
             return Ok(()); // collected, and its coroutine with it
         };
-        let (ok, value) = match outcome.and_then(|v| v.into_pyobject(py).map_err(Into::into)) {
-            Ok(value) => (true, value.into_any().unbind()),
+        let (ok, value) = match outcome(py) {
+            Ok(value) => (true, value),
             Err(e) => (false, e.into_value(py).into_any()),
         };
         let complete = glue(py, "complete")?;
@@ -295,13 +253,6 @@ impl Handoff {
             }
         });
     }
-}
-
-/// `f` attached to Python, from a thread of the runtime; an error if the interpreter is
-/// exiting.
-pub(crate) fn with_python<T>(f: impl FnOnce(Python<'_>) -> PyResult<T>) -> PyResult<T> {
-    Python::try_attach(f)
-        .unwrap_or_else(|| Err(PyRuntimeError::new_err("the interpreter is exiting")))
 }
 
 /// `filefetch._aio.<name>`.

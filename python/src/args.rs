@@ -31,6 +31,11 @@ impl Int {
         Int::Value(n as i128)
     }
 
+    /// A default of a 64-bit setting (bytes, bytes a second).
+    pub(crate) const fn of_u64(n: u64) -> Int {
+        Int::Value(n as i128)
+    }
+
     /// The value as the unsigned type `T`, or core's error naming `option`.
     fn to<T: TryFrom<i128>>(self, option: &'static str) -> Result<T, Error> {
         let problem = match self {
@@ -105,6 +110,22 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Hosts {
             return obj.extract().map(|host| Hosts(vec![host]));
         }
         obj.extract().map(Hosts)
+    }
+}
+
+/// Text values given as one `str` or a sequence of them (the networks of `allow` and
+/// `deny`, the rules of `access`); a bare `str` is one value, not a sequence of characters.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Strings(pub(crate) Vec<String>);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Strings {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Strings> {
+        if obj.is_instance_of::<PyString>() {
+            return obj.extract().map(|one| Strings(vec![one]));
+        }
+        obj.extract().map(Strings)
     }
 }
 

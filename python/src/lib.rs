@@ -4,7 +4,8 @@
 //! [`filefetch::ServerConfig`], [`filefetch::Error`] into the exception classes of
 //! `filefetch._errors`, and the crate's `tracing` events into Python `logging` records. Blocking
 //! work runs with the GIL released, in slices short enough for Ctrl-C to be noticed; the
-//! asyncio functions run it on threads of a tokio runtime of their own (`aio`).
+//! asyncio functions run core's asynchronous client and server waits as futures on a small
+//! tokio runtime of their own (`aio`).
 
 use pyo3::prelude::*;
 
@@ -14,6 +15,8 @@ mod client;
 mod errors;
 mod interrupt;
 mod log;
+mod many;
+mod progress;
 mod server;
 
 /// Native part of the `filefetch` package; import from `filefetch` instead.
@@ -26,6 +29,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(client::fetch_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(client::afetch, m)?)?;
     m.add_function(wrap_pyfunction!(client::afetch_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(many::fetch_many, m)?)?;
     m.add_function(wrap_pyfunction!(server::serve, m)?)?;
     m.add_class::<server::Server>()?;
     m.add_class::<server::AsyncServer>()?;

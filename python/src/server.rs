@@ -1,27 +1,30 @@
-//! `serve`, `Server` and its asyncio twin `AsyncServer`: core's [`BackgroundServer`] driven from Python. Every wait for the
-//! server thread runs with the GIL released, in slices short enough that Ctrl-C (or any
-//! signal handler that raises) is noticed at once. Stopping has core's two words: `shutdown`
-//! is graceful (no new connections; the transfers in flight get the grace period), abort is
-//! at once (Python's `close()`).
+//! `serve`, `Server` and its asyncio twin `AsyncServer`: core's [`BackgroundServer`] driven
+//! from Python. Every blocking wait for the server thread runs with the GIL released, in
+//! slices short enough that Ctrl-C (or any signal handler that raises) is noticed at once.
+//! Stopping has core's two words: `shutdown` is graceful (no new connections; the transfers
+//! in flight get the grace period), abort is at once (Python's `close()`).
 //!
-//! `AsyncServer` is a `Server` whose waits for the server thread are futures on [`aio`]'s
-//! runtime instead of blocking calls.
+//! `Server` and `AsyncServer` wrap the same [`Started`] server and share their constructor
+//! and addresses ([`server_methods!`]); `AsyncServer`'s waits for the server's end are core's
+//! [`BackgroundServer::finished`] future, awaited on [`aio`]'s runtime, instead of blocking
+//! calls.
 //!
-//! Lock order: the GIL is never waited for while the lock of a [`Server`] is held (every
+//! Lock order: the GIL is never waited for while the lock of a [`Started`] is held (every
 //! wait for the server thread holds the lock only with the GIL released), so a `close()`
 //! from another thread cannot deadlock with a waiting `serve_forever()`.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use filefetch::{config, BackgroundServer, ServerConfig, ServerHandle};
-use pyo3::exceptions::PyRuntimeError;
+use filefetch::server::{AccessRule, Cidr};
+use filefetch::{config, BackgroundServer, Error, ServerConfig, ServerHandle};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
+use pyo3::IntoPyObjectExt;
 use tracing::Level;
 
-use crate::aio;
-use crate::args::{self, Hosts, Int, Seconds};
+use crate::aio::{self, OnCancel, Outcome};
+use crate::args::{self, Hosts, Int, Seconds, Strings};
 use crate::errors;
 use crate::interrupt::SIGNAL_POLL;
 use crate::log;
@@ -36,12 +39,19 @@ struct Settings {
     threads: Int,
     file_cache: Seconds,
     portable: bool,
+    proxy_protocol: bool,
+    allow: Strings,
+    deny: Strings,
+    access: Strings,
+    max_per_address: Int,
+    rate_limit: Int,
+    total_rate_limit: Int,
 }
 
 impl Settings {
     /// The configuration, checked by core's builder.
     fn config(self, py: Python<'_>) -> PyResult<ServerConfig> {
-        let builder = ServerConfig::builder()
+        let mut builder = ServerConfig::builder()
             .root(self.root)
             .max_connections(args::unsigned(py, "max_connections", self.max_connections)?)
             .request_timeout(args::duration(py, "request_timeout", self.request_timeout)?)
@@ -49,9 +59,70 @@ impl Settings {
             .grace_period(args::duration(py, "grace_period", self.grace_period)?)
             .threads(args::unsigned(py, "threads", self.threads)?)
             .file_cache(args::duration(py, "file_cache", self.file_cache)?)
-            .portable(self.portable);
+            .portable(self.portable)
+            .proxy_protocol(self.proxy_protocol)
+            .max_per_address(args::unsigned(py, "max_per_address", self.max_per_address)?)
+            .rate_limit(args::unsigned(py, "rate_limit", self.rate_limit)?)
+            .total_rate_limit(args::unsigned(
+                py,
+                "total_rate_limit",
+                self.total_rate_limit,
+            )?);
+        for rule in access_rules(py, &self.access, &self.deny, &self.allow)? {
+            builder = builder.access_rule(rule);
+        }
         args::built(py, builder.build())
     }
+}
+
+/// The access rules, in the order they are checked: `access` in its order, then every
+/// network of `deny`, then every network of `allow`.
+fn access_rules(
+    py: Python<'_>,
+    access: &Strings,
+    deny: &Strings,
+    allow: &Strings,
+) -> PyResult<Vec<AccessRule>> {
+    let mut rules = Vec::new();
+    for text in &access.0 {
+        let mut words = text.split_whitespace();
+        let rule = match (words.next(), words.next(), words.next()) {
+            (Some("allow"), Some(net), None) => AccessRule::Allow(network(py, "allow", net)?),
+            (Some("deny"), Some(net), None) => AccessRule::Deny(network(py, "deny", net)?),
+            _ => {
+                return Err(errors::to_py(
+                    py,
+                    Error::InvalidOption {
+                        option: "access",
+                        problem: format!(
+                            "{text:?} is not a rule such as \"allow 10.0.0.0/8\" or \"deny \
+                             192.0.2.7\""
+                        ),
+                    },
+                ))
+            }
+        };
+        rules.push(rule);
+    }
+    for net in &deny.0 {
+        rules.push(AccessRule::Deny(network(py, "deny", net)?));
+    }
+    for net in &allow.0 {
+        rules.push(AccessRule::Allow(network(py, "allow", net)?));
+    }
+    Ok(rules)
+}
+
+/// A network (`10.0.0.0/8`, `2001:db8::/32`, one address) by core's rules, its error naming
+/// the keyword `option` it was given in.
+fn network(py: Python<'_>, option: &'static str, text: &str) -> PyResult<Cidr> {
+    text.parse::<Cidr>().map_err(|e| {
+        let e = match e {
+            Error::InvalidOption { problem, .. } => Error::InvalidOption { option, problem },
+            other => other,
+        };
+        errors::to_py(py, e)
+    })
 }
 
 /// Binds `hosts`:`port` and starts serving on a thread of the core's.
@@ -103,6 +174,23 @@ fn finish(py: Python<'_>, server: BackgroundServer, how: Stop) -> PyResult<()> {
 /// code paths instead of system-specific fast ones. Each connection is logged on the
 /// "filefetch.server" logger.
 ///
+/// Who may connect: `deny` and `allow` take networks ("10.0.0.0/8", "2001:db8::/32", or one
+/// address such as "192.0.2.7"; one str or a sequence of them). A client in a `deny` network
+/// is refused; when there is any `allow` network, only the clients in one are served.
+/// `access` takes rules checked in the order given, as nginx checks its `allow` and `deny`
+/// ("deny 10.0.0.5", "allow 10.0.0.0/8": 10.0.0.0/8 except 10.0.0.5). All the rules together
+/// are checked in order, those of `access` first, then those of `deny`, then those of
+/// `allow`: the first whose network contains the client decides, and a client that none
+/// matches is refused if any rule is an allow rule, served otherwise. `max_per_address`
+/// limits the connections at once from one client address (0: no limit). A refused client,
+/// or one connection too many, is closed without a response, before its request is read,
+/// and logged. `proxy_protocol` expects every connection to start with a PROXY protocol
+/// header (v1 or v2, as HAProxy's `send-proxy` sends it): the client it names is the one
+/// logged and judged by the rules, and a connection without a valid header is closed without
+/// a response; turn it on only behind such a load balancer. `rate_limit` and
+/// `total_rate_limit` cap the bytes a second each connection and the whole server send (0:
+/// no limit); each may run ahead by a tenth of a second's worth (at least 1 KiB).
+///
 /// Blocks with the GIL released. The first time a signal handler raises (KeyboardInterrupt
 /// on Ctrl-C), the server stops accepting connections and the transfers in flight get
 /// `grace_period` seconds to finish (0: none); if a handler raises again meanwhile, the
@@ -116,10 +204,15 @@ fn finish(py: Python<'_>, server: BackgroundServer, how: Stop) -> PyResult<()> {
     request_timeout=Seconds::of(config::REQUEST_TIMEOUT),
     send_timeout=Seconds::of(config::SEND_TIMEOUT),
     grace_period=Seconds::of(config::GRACE_PERIOD), threads=Int::of(config::THREADS),
-    file_cache=Seconds::of(config::FILE_CACHE), portable=false,
+    file_cache=Seconds::of(config::FILE_CACHE), portable=false, proxy_protocol=false,
+    allow=Strings::default(), deny=Strings::default(), access=Strings::default(),
+    max_per_address=Int::of(config::MAX_PER_ADDRESS),
+    rate_limit=Int::of_u64(config::RATE_LIMIT),
+    total_rate_limit=Int::of_u64(config::TOTAL_RATE_LIMIT),
 ), text_signature = "(port, root='.', *, host='0.0.0.0', max_connections=10000, \
     request_timeout=1.0, send_timeout=10.0, grace_period=10.0, threads=0, file_cache=1.0, \
-    portable=False)")]
+    portable=False, proxy_protocol=False, allow=(), deny=(), access=(), max_per_address=0, \
+    rate_limit=0, total_rate_limit=0)")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn serve(
     py: Python<'_>,
@@ -133,6 +226,13 @@ pub(crate) fn serve(
     threads: Int,
     file_cache: Seconds,
     portable: bool,
+    proxy_protocol: bool,
+    allow: Strings,
+    deny: Strings,
+    access: Strings,
+    max_per_address: Int,
+    rate_limit: Int,
+    total_rate_limit: Int,
 ) -> PyResult<()> {
     let shown_root = root.canonicalize().unwrap_or_else(|_| root.clone());
     let settings = Settings {
@@ -144,6 +244,13 @@ pub(crate) fn serve(
         threads,
         file_cache,
         portable,
+        proxy_protocol,
+        allow,
+        deny,
+        access,
+        max_per_address,
+        rate_limit,
+        total_rate_limit,
     };
     let server = start(py, &host, port, settings)?;
     let handle = server.handle();
@@ -193,17 +300,9 @@ pub(crate) fn serve(
     }
 }
 
-/// A file server running in the background, for tests and embedding.
-///
-/// Serves the files under `root` on `host`:`port` (by default 127.0.0.1, on any free port;
-/// see `.port`) from threads of its own, so the caller carries on at once. `host` may be a
-/// sequence of addresses to listen on them all (see `.addresses`). The other arguments are as
-/// for serve. shutdown() stops it gracefully: no new connections, and the transfers in flight
-/// get `grace_period` seconds to finish. close() stops it at once (the core's abort), cutting
-/// them, and so does leaving a `with` block; garbage collection stops it at once too, without
-/// waiting for its threads.
-#[pyclass(frozen, module = "filefetch", name = "Server")]
-pub(crate) struct Server {
+/// A server started from Python, with what `Server` and `AsyncServer` share: where it
+/// listens, the handle that stops it, and the server itself until it has stopped.
+struct Started {
     addrs: Vec<std::net::SocketAddr>,
     /// Stops the server without the lock below.
     handle: ServerHandle,
@@ -219,9 +318,33 @@ enum Waited {
     Running,
 }
 
-impl Server {
+impl Started {
+    /// Binds `hosts`:`port` and starts serving, as [`start`] does.
+    fn new(py: Python<'_>, hosts: &Hosts, port: Int, settings: Settings) -> PyResult<Started> {
+        let server = start(py, hosts, port, settings)?;
+        Ok(Started {
+            addrs: server.local_addrs().to_vec(),
+            handle: server.handle(),
+            running: Mutex::new(Some(server)),
+        })
+    }
+
     fn running(&self) -> MutexGuard<'_, Option<BackgroundServer>> {
         self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn closed(&self, py: Python<'_>) -> bool {
+        py.detach(|| self.running().is_none())
+    }
+
+    /// Stops the server at once and waits for its thread (unless another call took it).
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        // First the signal, which needs no lock: a wait holding the lock then ends at once.
+        self.handle.abort();
+        match py.detach(|| self.running().take()) {
+            Some(server) => finish(py, server, Stop::Abort),
+            None => Ok(()),
+        }
     }
 
     /// Waits, with the GIL released, until the server thread has ended (then takes and joins
@@ -245,9 +368,20 @@ impl Server {
             }
         }
     }
+
+    /// Completes once the server thread has ended, then takes it (unless another call did):
+    /// the outcome joins it. The wait is core's future; nothing blocks but the join, made by
+    /// the thread handing the outcome over (the thread has ended by then).
+    async fn stopped(&self) -> Option<BackgroundServer> {
+        let finished = self.running().as_ref().map(BackgroundServer::finished);
+        if let Some(finished) = finished {
+            finished.await;
+        }
+        self.running().take()
+    }
 }
 
-impl Drop for Server {
+impl Drop for Started {
     fn drop(&mut self) {
         // Garbage collection holds the GIL, which the server thread may be waiting for (to
         // log): stop without joining it.
@@ -261,89 +395,129 @@ impl Drop for Server {
     }
 }
 
-#[pymethods]
-impl Server {
-    #[new]
-    #[pyo3(signature = (
-        port=Int::of(0), root=PathBuf::from("."), *, host=Hosts::of("127.0.0.1"),
-        max_connections=Int::of(config::MAX_CONNECTIONS),
-        request_timeout=Seconds::of(config::REQUEST_TIMEOUT),
-        send_timeout=Seconds::of(config::SEND_TIMEOUT),
-        grace_period=Seconds::of(config::GRACE_PERIOD), threads=Int::of(config::THREADS),
-        file_cache=Seconds::of(config::FILE_CACHE), portable=false,
-    ), text_signature = "(port=0, root='.', *, host='127.0.0.1', max_connections=10000, \
-        request_timeout=1.0, send_timeout=10.0, grace_period=10.0, threads=0, file_cache=1.0, \
-        portable=False)")]
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        py: Python<'_>,
-        port: Int,
-        root: PathBuf,
-        host: Hosts,
-        max_connections: Int,
-        request_timeout: Seconds,
-        send_timeout: Seconds,
-        grace_period: Seconds,
-        threads: Int,
-        file_cache: Seconds,
-        portable: bool,
-    ) -> PyResult<Self> {
-        let settings = Settings {
-            root,
-            max_connections,
-            request_timeout,
-            send_timeout,
-            grace_period,
-            threads,
-            file_cache,
-            portable,
-        };
-        let server = start(py, &host, port, settings)?;
-        Ok(Server {
-            addrs: server.local_addrs().to_vec(),
-            handle: server.handle(),
-            running: Mutex::new(Some(server)),
-        })
-    }
+/// The `#[pymethods]` of a server class (`Server`, `AsyncServer`, wrapping a [`Started`]):
+/// what they share (the constructor with serve's settings, the addresses, the repr), then
+/// the class's own `$methods`.
+macro_rules! server_methods {
+    ($class:ident, $methods:tt) => {
+        server_methods!(@impl $class, stringify!($class), $methods);
+    };
+    (@impl $class:ident, $repr_name:expr, { $($methods:tt)* }) => {
+        #[pymethods]
+        impl $class {
+            #[new]
+            #[pyo3(signature = (
+                port=Int::of(0), root=PathBuf::from("."), *, host=Hosts::of("127.0.0.1"),
+                max_connections=Int::of(config::MAX_CONNECTIONS),
+                request_timeout=Seconds::of(config::REQUEST_TIMEOUT),
+                send_timeout=Seconds::of(config::SEND_TIMEOUT),
+                grace_period=Seconds::of(config::GRACE_PERIOD), threads=Int::of(config::THREADS),
+                file_cache=Seconds::of(config::FILE_CACHE), portable=false, proxy_protocol=false,
+                allow=Strings::default(), deny=Strings::default(), access=Strings::default(),
+                max_per_address=Int::of(config::MAX_PER_ADDRESS),
+                rate_limit=Int::of_u64(config::RATE_LIMIT),
+                total_rate_limit=Int::of_u64(config::TOTAL_RATE_LIMIT),
+            ), text_signature = "(port=0, root='.', *, host='127.0.0.1', max_connections=10000, \
+                request_timeout=1.0, send_timeout=10.0, grace_period=10.0, threads=0, \
+                file_cache=1.0, portable=False, proxy_protocol=False, allow=(), deny=(), \
+                access=(), max_per_address=0, rate_limit=0, total_rate_limit=0)")]
+            #[allow(clippy::too_many_arguments)]
+            fn new(
+                py: Python<'_>,
+                port: Int,
+                root: PathBuf,
+                host: Hosts,
+                max_connections: Int,
+                request_timeout: Seconds,
+                send_timeout: Seconds,
+                grace_period: Seconds,
+                threads: Int,
+                file_cache: Seconds,
+                portable: bool,
+                proxy_protocol: bool,
+                allow: Strings,
+                deny: Strings,
+                access: Strings,
+                max_per_address: Int,
+                rate_limit: Int,
+                total_rate_limit: Int,
+            ) -> PyResult<Self> {
+                let settings = Settings {
+                    root,
+                    max_connections,
+                    request_timeout,
+                    send_timeout,
+                    grace_period,
+                    threads,
+                    file_cache,
+                    portable,
+                    proxy_protocol,
+                    allow,
+                    deny,
+                    access,
+                    max_per_address,
+                    rate_limit,
+                    total_rate_limit,
+                };
+                Started::new(py, &host, port, settings).map($class)
+            }
 
-    /// The port the server listens on (the real one when 0 was asked for).
-    #[getter]
-    fn port(&self) -> u16 {
-        self.addrs[0].port()
-    }
+            /// The port the server listens on (the real one when 0 was asked for).
+            #[getter]
+            fn port(&self) -> u16 {
+                self.0.addrs[0].port()
+            }
 
-    /// The (host, port) the server listens on, as socket.getsockname() gives it; the first
-    /// of `addresses` when it listens on several.
-    #[getter]
-    fn address<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        let addr = self.addrs[0];
-        (addr.ip().to_string(), addr.port()).into_pyobject(py)
-    }
+            /// The (host, port) the server listens on, as socket.getsockname() gives it; the
+            /// first of `addresses` when it listens on several.
+            #[getter]
+            fn address<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+                let addr = self.0.addrs[0];
+                (addr.ip().to_string(), addr.port()).into_pyobject(py)
+            }
 
-    /// Every (host, port) the server listens on.
-    #[getter]
-    fn addresses<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let addrs = self.addrs.iter().map(|a| (a.ip().to_string(), a.port()));
-        PyList::new(py, addrs)
-    }
+            /// Every (host, port) the server listens on.
+            #[getter]
+            fn addresses<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+                let addrs = self.0.addrs.iter().map(|a| (a.ip().to_string(), a.port()));
+                PyList::new(py, addrs)
+            }
 
+            fn __repr__(&self, py: Python<'_>) -> String {
+                let state = if self.0.closed(py) { " closed" } else { "" };
+                format!("<filefetch.{} {}{state}>", $repr_name, self.0.addrs[0])
+            }
+
+            $($methods)*
+        }
+    };
+}
+
+/// A file server running in the background, for tests and embedding.
+///
+/// Serves the files under `root` on `host`:`port` (by default 127.0.0.1, on any free port;
+/// see `.port`) from threads of its own, so the caller carries on at once. `host` may be a
+/// sequence of addresses to listen on them all (see `.addresses`). The other arguments are as
+/// for serve. shutdown() stops it gracefully: no new connections, and the transfers in flight
+/// get `grace_period` seconds to finish. close() stops it at once (the core's abort), cutting
+/// them, and so does leaving a `with` block; garbage collection stops it at once too, without
+/// waiting for its threads.
+#[pyclass(frozen, module = "filefetch", name = "Server")]
+pub(crate) struct Server(Started);
+
+server_methods!(Server, {
     /// True once the server has stopped and its threads have ended: after close(), or once
     /// shutdown() has returned.
     #[getter]
     fn closed(&self, py: Python<'_>) -> bool {
-        py.detach(|| self.running().is_none())
+        self.0.closed(py)
     }
 
     /// Stop serving at once (the core's abort: transfers in flight are cut) and wait for the
     /// server's threads. Calling it again does nothing. From another thread, it cuts a
     /// shutdown() short.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        // First the signal, which needs no lock: a wait holding the lock then ends at once.
-        self.handle.abort();
-        match py.detach(|| self.running().take()) {
-            Some(server) => finish(py, server, Stop::Abort),
-            None => Ok(()),
-        }
+        self.0.close(py)
     }
 
     /// Stop gracefully: stop accepting connections at once, let the transfers in flight
@@ -354,12 +528,12 @@ impl Server {
     /// on Ctrl-C), the server stops at once and the exception propagates. Calling it again,
     /// or after close(), does nothing.
     fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
-        self.handle.shutdown();
-        let result = self.wait_stopped(py);
+        self.0.handle.shutdown();
+        let result = self.0.wait_stopped(py);
         if result.is_err() {
             // Interrupted: stop at once. (After an error of the server itself, it is
             // stopped already and this does nothing.)
-            let _ = self.close(py);
+            let _ = self.0.close(py);
         }
         result
     }
@@ -368,7 +542,7 @@ impl Server {
     /// signal handler raises, as KeyboardInterrupt does on Ctrl-C; the exception propagates
     /// and the server keeps running until closed.
     fn serve_forever(&self, py: Python<'_>) -> PyResult<()> {
-        self.wait_stopped(py)
+        self.0.wait_stopped(py)
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
@@ -385,15 +559,10 @@ impl Server {
         traceback: Bound<'_, PyAny>,
     ) -> PyResult<bool> {
         let _ = (exc_type, exc_value, traceback);
-        self.close(py)?;
+        self.0.close(py)?;
         Ok(false)
     }
-
-    fn __repr__(&self, py: Python<'_>) -> String {
-        let state = if self.closed(py) { " closed" } else { "" };
-        format!("<filefetch.Server {}{state}>", self.addrs[0])
-    }
-}
+});
 
 /// A file server running in the background, for asyncio programs: Server's twin.
 ///
@@ -406,149 +575,56 @@ impl Server {
 /// its threads without awaiting (they end within milliseconds of the stop); aclose() does the
 /// same as a coroutine. Garbage collection stops it at once.
 #[pyclass(frozen, module = "filefetch", name = "AsyncServer")]
-pub(crate) struct AsyncServer(Server);
+pub(crate) struct AsyncServer(Started);
 
 /// What a wait for the server to stop does when its coroutine is cancelled.
 #[derive(Clone, Copy)]
-enum OnCancel {
+enum WhenCancelled {
     /// Stops the server at once, and goes on waiting (a few milliseconds).
     Abort,
     /// Stops waiting; the server goes on.
     Leave,
 }
 
-/// How often a wait for the server to stop looks whether its thread has ended (core offers
-/// no future to await it).
-const STOPPED_POLL: std::time::Duration = std::time::Duration::from_millis(10);
-
 impl AsyncServer {
-    /// Completes once the server thread has ended, then joins it (unless another call took
-    /// it) on a blocking thread, so that the event loop is never held up. `stop` is set when
-    /// the coroutine awaiting this is cancelled.
-    async fn stopped(
-        server: Py<AsyncServer>,
-        stop: Arc<aio::Stop>,
-        on_cancel: OnCancel,
-    ) -> PyResult<()> {
-        let mut cancelled = false;
-        loop {
-            let ended = {
-                let mut running = server.get().0.running();
-                match running.as_ref() {
-                    None => return Ok(()),
-                    Some(s) if s.is_finished() => running.take(),
-                    Some(_) => None,
-                }
-            };
-            if let Some(ended) = ended {
-                let joined = tokio::task::spawn_blocking(move || {
-                    aio::with_python(|py| finish(py, ended, Stop::Join))
-                });
-                return joined
-                    .await
-                    .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-            }
-            tokio::select! {
-                () = tokio::time::sleep(STOPPED_POLL) => {}
-                () = stop.stopped(), if !cancelled => match on_cancel {
-                    OnCancel::Abort => {
-                        server.get().0.handle.abort();
-                        cancelled = true;
-                    }
-                    OnCancel::Leave => return Ok(()),
-                },
-            }
-        }
-    }
-
     /// The coroutine `AsyncServer.<method>`: `first` (a stop signal to the server, or none),
-    /// then the wait; its result is `result`.
+    /// then a wait for the server's end on core's future, no thread waiting; its result is
+    /// `result`, or the error the server ended with.
     fn wait<'py, T>(
         slf: &Bound<'py, Self>,
         method: &str,
         first: impl FnOnce(&ServerHandle) + Send + 'static,
-        on_cancel: OnCancel,
+        cancelled: WhenCancelled,
         result: T,
     ) -> PyResult<Bound<'py, PyAny>>
     where
         T: for<'a> IntoPyObject<'a> + Send + 'static,
     {
         let server = slf.clone().unbind();
-        let stop = Arc::new(aio::Stop::default());
-        let fut = {
-            let stop = stop.clone();
-            async move {
-                first(&server.get().0.handle);
-                AsyncServer::stopped(server, stop, on_cancel).await?;
-                Ok(result)
+        let handle = slf.get().0.handle.clone();
+        let on_cancel = match cancelled {
+            WhenCancelled::Abort => {
+                let handle = handle.clone();
+                OnCancel::Call(Box::new(move || handle.abort()))
             }
+            WhenCancelled::Leave => OnCancel::Drop,
         };
-        aio::coroutine(slf.py(), &format!("AsyncServer.{method}"), fut, stop)
+        let fut = async move {
+            first(&handle);
+            let ended = server.get().0.stopped().await;
+            Box::new(move |py: Python<'_>| {
+                if let Some(ended) = ended {
+                    finish(py, ended, Stop::Join)?;
+                }
+                result.into_py_any(py)
+            }) as Outcome
+        };
+        let name = format!("AsyncServer.{method}");
+        aio::coroutine(slf.py(), &name, fut, on_cancel, async {})
     }
 }
 
-#[pymethods]
-impl AsyncServer {
-    #[new]
-    #[pyo3(signature = (
-        port=Int::of(0), root=PathBuf::from("."), *, host=Hosts::of("127.0.0.1"),
-        max_connections=Int::of(config::MAX_CONNECTIONS),
-        request_timeout=Seconds::of(config::REQUEST_TIMEOUT),
-        send_timeout=Seconds::of(config::SEND_TIMEOUT),
-        grace_period=Seconds::of(config::GRACE_PERIOD), threads=Int::of(config::THREADS),
-        file_cache=Seconds::of(config::FILE_CACHE), portable=false,
-    ), text_signature = "(port=0, root='.', *, host='127.0.0.1', max_connections=10000, \
-        request_timeout=1.0, send_timeout=10.0, grace_period=10.0, threads=0, file_cache=1.0, \
-        portable=False)")]
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        py: Python<'_>,
-        port: Int,
-        root: PathBuf,
-        host: Hosts,
-        max_connections: Int,
-        request_timeout: Seconds,
-        send_timeout: Seconds,
-        grace_period: Seconds,
-        threads: Int,
-        file_cache: Seconds,
-        portable: bool,
-    ) -> PyResult<Self> {
-        Server::new(
-            py,
-            port,
-            root,
-            host,
-            max_connections,
-            request_timeout,
-            send_timeout,
-            grace_period,
-            threads,
-            file_cache,
-            portable,
-        )
-        .map(AsyncServer)
-    }
-
-    /// The port the server listens on (the real one when 0 was asked for).
-    #[getter]
-    fn port(&self) -> u16 {
-        self.0.port()
-    }
-
-    /// The (host, port) the server listens on, as socket.getsockname() gives it; the first
-    /// of `addresses` when it listens on several.
-    #[getter]
-    fn address<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        self.0.address(py)
-    }
-
-    /// Every (host, port) the server listens on.
-    #[getter]
-    fn addresses<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        self.0.addresses(py)
-    }
-
+server_methods!(AsyncServer, {
     /// True once the server has stopped and its threads have ended: after close(), or once
     /// an awaited shutdown() or aclose() has returned.
     #[getter]
@@ -565,7 +641,7 @@ impl AsyncServer {
     /// Stop serving at once (transfers in flight are cut); completes once the server's
     /// threads have ended. Calling it again does nothing.
     fn aclose<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        AsyncServer::wait(slf, "aclose", ServerHandle::abort, OnCancel::Abort, ())
+        AsyncServer::wait(slf, "aclose", ServerHandle::abort, WhenCancelled::Abort, ())
     }
 
     /// Stop gracefully: stop accepting connections at once, let the transfers in flight
@@ -574,20 +650,26 @@ impl AsyncServer {
     /// CancelledError propagates once it has stopped). Calling it again, or after close(),
     /// does nothing.
     fn shutdown<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        AsyncServer::wait(slf, "shutdown", ServerHandle::shutdown, OnCancel::Abort, ())
+        let shutdown = ServerHandle::shutdown;
+        AsyncServer::wait(slf, "shutdown", shutdown, WhenCancelled::Abort, ())
     }
 
     /// Complete once the server has stopped (close(), aclose() or shutdown(), from another
     /// task or thread). Cancelling it leaves the server running.
     fn serve_forever<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        AsyncServer::wait(slf, "serve_forever", |_| {}, OnCancel::Leave, ())
+        AsyncServer::wait(slf, "serve_forever", |_| {}, WhenCancelled::Leave, ())
     }
 
     fn __aenter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let server = slf.clone().unbind();
-        let stop = Arc::new(aio::Stop::default());
-        let fut = async move { Ok(server) };
-        aio::coroutine(slf.py(), "AsyncServer.__aenter__", fut, stop)
+        let fut = async move { aio::ready(server) };
+        aio::coroutine(
+            slf.py(),
+            "AsyncServer.__aenter__",
+            fut,
+            OnCancel::Drop,
+            async {},
+        )
     }
 
     /// Closes the server at once, as aclose() does: transfers in flight are cut (await
@@ -599,17 +681,7 @@ impl AsyncServer {
         traceback: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let _ = (exc_type, exc_value, traceback);
-        AsyncServer::wait(
-            slf,
-            "__aexit__",
-            ServerHandle::abort,
-            OnCancel::Abort,
-            false,
-        )
+        let abort = ServerHandle::abort;
+        AsyncServer::wait(slf, "__aexit__", abort, WhenCancelled::Abort, false)
     }
-
-    fn __repr__(&self, py: Python<'_>) -> String {
-        let state = if self.closed(py) { " closed" } else { "" };
-        format!("<filefetch.AsyncServer {}{state}>", self.0.addrs[0])
-    }
-}
+});

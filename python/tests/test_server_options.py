@@ -118,6 +118,10 @@ def test_serve_takes_the_new_keywords(spawn: Spawn, files: Path, threads: int) -
     proc = spawn(python("-c", SERVE, str(files), str(threads), "0"), cwd=files)
     port = served_port(proc)
     assert filefetch.fetch_bytes("127.0.0.1", port, "hello.txt") == b"hello, world\n"
+    # The connection's log line: the thread that delivers log records, started for it by a
+    # worker, runs, and so goes by its own name (until it has run, the system gives it its
+    # creator's).
+    assert proc.wait_for(lambda l: "hello.txt" in l) is not None, proc.seen
 
     # `threads` workers, and the thread that runs them.
     deadline = time.monotonic() + WAIT

@@ -1,7 +1,8 @@
 /*
  * The successful paths of the C API: start a server, fetch to a file and into memory,
  * progress reports, overwriting, a maximum size the file fits in, several threads at once,
- * stopping the server (abort, its old name stop, shutdown).
+ * stopping the server (abort, its old name stop, shutdown); and the SHA-256 digest a fetch
+ * may expect, met or not.
  */
 #include "check.h"
 
@@ -36,6 +37,118 @@ struct worker {
     filefetch_status status;
     int same;
 };
+
+/* The SHA-256 digest of HELLO, as sha256sum prints it, in lowercase and in uppercase. */
+#define HELLO_SHA256 "853ff93762a06ddbf722c4ebe9ddd66d8f63ddaea97f521c3ecc20da7c976020"
+#define HELLO_SHA256_UPPER "853FF93762A06DDBF722C4EBE9DDD66D8F63DDAEA97F521C3ECC20DA7C976020"
+#define OTHER_SHA256 "0000000000000000000000000000000000000000000000000000000000000000"
+
+/* The first bytes a write callback received, and how many in all. */
+struct collected {
+    unsigned char data[64];
+    size_t len;
+};
+
+static size_t collect(const uint8_t *data, size_t len, void *user_data) {
+    struct collected *c = user_data;
+    for (size_t i = 0; i < len; i++, c->len++) {
+        if (c->len < sizeof c->data) {
+            c->data[c->len] = data[i];
+        }
+    }
+    return len;
+}
+
+/* A digest expected with filefetch_fetch_options_set_sha256: met, every way of fetching
+ * succeeds; missed, every way gives CHECKSUM_MISMATCH, nothing is kept (an existing
+ * destination stays, even when overwriting) and no out-parameter is written; NULL removes
+ * it; a refused value leaves the digest set before. */
+static void check_sha256(uint16_t port) {
+    char dir[512], path[1024];
+    CHECK(make_temp_dir(dir, sizeof dir) == 0);
+    join_path(path, sizeof path, dir, "checked.txt");
+    filefetch_fetch_options *options = NULL;
+    CHECK_STATUS(filefetch_fetch_options_new(&options), FILEFETCH_STATUS_OK);
+    CHECK_STATUS(filefetch_fetch_options_set_timeout_ms(options, 30000), FILEFETCH_STATUS_OK);
+    CHECK_STATUS(filefetch_fetch_options_set_output(options, path), FILEFETCH_STATUS_OK);
+
+    /* Only 64 hexadecimal digits. */
+    static const char *const refused[] = {
+        "",
+        "xyz",
+        OTHER_SHA256 "0",                                                   /* 65 digits */
+        "853ff93762a06ddbf722c4ebe9ddd66d8f63ddaea97f521c3ecc20da7c97602",  /* 63 */
+        "853ff93762a06ddbf722c4ebe9ddd66d8f63ddaea97f521c3ecc20da7c97602g", /* not hex */
+        "\xff\xfe",                                                         /* not UTF-8 */
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        CHECK_STATUS(filefetch_fetch_options_set_sha256(options, refused[i]),
+                     FILEFETCH_STATUS_INVALID_ARGUMENT);
+    }
+    CHECK_STATUS(filefetch_fetch_options_set_sha256(options, "xyz"),
+                 FILEFETCH_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(filefetch_last_error(), "sha256") != NULL);
+    CHECK_STATUS(filefetch_fetch_options_set_sha256(NULL, HELLO_SHA256),
+                 FILEFETCH_STATUS_INVALID_ARGUMENT);
+
+    /* The right digest, in either case. */
+    uint64_t size = 0;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    struct collected got = {{0}, 0};
+    CHECK_STATUS(filefetch_fetch_options_set_sha256(options, HELLO_SHA256_UPPER),
+                 FILEFETCH_STATUS_OK);
+    CHECK_STATUS(filefetch_fetch("127.0.0.1", port, "hello.txt", options, &size),
+                 FILEFETCH_STATUS_OK);
+    CHECK(size == strlen(HELLO) && file_equals(path, HELLO, strlen(HELLO)));
+    CHECK_STATUS(filefetch_fetch_options_set_sha256(options, HELLO_SHA256), FILEFETCH_STATUS_OK);
+    CHECK_STATUS(filefetch_fetch_bytes("127.0.0.1", port, "hello.txt", options, &data, &len),
+                 FILEFETCH_STATUS_OK);
+    CHECK(data != NULL && len == strlen(HELLO) && memcmp(data, HELLO, len) == 0);
+    filefetch_bytes_free(data);
+    CHECK_STATUS(filefetch_fetch_to_callback("127.0.0.1", port, "hello.txt", options, collect,
+                                             &got, &size),
+                 FILEFETCH_STATUS_OK);
+    CHECK(size == strlen(HELLO) && got.len == size && memcmp(got.data, HELLO, size) == 0);
+
+    /* Another digest. */
+    CHECK(write_file(path, "mine", 4) == 0);
+    CHECK_STATUS(filefetch_fetch_options_set_overwrite(options, true), FILEFETCH_STATUS_OK);
+    CHECK_STATUS(filefetch_fetch_options_set_sha256(options, OTHER_SHA256), FILEFETCH_STATUS_OK);
+    size = 12345;
+    CHECK_STATUS(filefetch_fetch("127.0.0.1", port, "hello.txt", options, &size),
+                 FILEFETCH_STATUS_CHECKSUM_MISMATCH);
+    CHECK(strstr(filefetch_last_error(), OTHER_SHA256) != NULL);
+    CHECK(strstr(filefetch_last_error(), HELLO_SHA256) != NULL);
+    CHECK(size == 12345);
+    CHECK(file_equals(path, "mine", 4));
+    CHECK(count_entries(dir) == 1);
+    data = NULL;
+    len = 999;
+    CHECK_STATUS(filefetch_fetch_bytes("127.0.0.1", port, "hello.txt", options, &data, &len),
+                 FILEFETCH_STATUS_CHECKSUM_MISMATCH);
+    CHECK(data == NULL && len == 999);
+    /* The write callback has had all the data when the mismatch is found. */
+    got.len = 0;
+    CHECK_STATUS(filefetch_fetch_to_callback("127.0.0.1", port, "hello.txt", options, collect,
+                                             &got, &size),
+                 FILEFETCH_STATUS_CHECKSUM_MISMATCH);
+    CHECK(size == 12345 && got.len == strlen(HELLO));
+
+    /* A refused value keeps the digest set before; NULL removes it. */
+    CHECK_STATUS(filefetch_fetch_options_set_sha256(options, "xyz"),
+                 FILEFETCH_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(filefetch_fetch("127.0.0.1", port, "hello.txt", options, &size),
+                 FILEFETCH_STATUS_CHECKSUM_MISMATCH);
+    CHECK(file_equals(path, "mine", 4));
+    CHECK_STATUS(filefetch_fetch_options_set_sha256(options, NULL), FILEFETCH_STATUS_OK);
+    CHECK_STATUS(filefetch_fetch("127.0.0.1", port, "hello.txt", options, &size),
+                 FILEFETCH_STATUS_OK);
+    CHECK(size == strlen(HELLO) && file_equals(path, HELLO, strlen(HELLO)));
+
+    filefetch_fetch_options_free(options);
+    remove_tree(dir);
+}
 
 static void *fetch_in_thread(void *arg) {
     struct worker *w = arg;
@@ -206,6 +319,8 @@ int main(void) {
         CHECK(workers[i].same);
     }
     filefetch_fetch_options_free(options);
+
+    check_sha256(port);
 
     /* Aborting: the port still reads back; a second stop (either name) is harmless; no more
      * answers. */

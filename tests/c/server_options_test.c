@@ -2,7 +2,10 @@
  * The server's tuning options: the setters' checks, and servers started with them: worker
  * threads, the connection limit with the request deadline, the open-file cache (a file
  * rewritten in place, kept open or not, a name renamed away), the grace period of a
- * graceful shutdown.
+ * graceful shutdown, the PROXY protocol, access rules, the limit of connections from one
+ * address, and the rate limits (checked from above only: the bytes received by each moment
+ * against rate x t + burst, counted from before connecting, which a slow run, valgrind's
+ * included, can only stay further below).
  */
 #include "check.h"
 
@@ -426,6 +429,347 @@ static void check_proxy_protocol_and_retries(const char *root,
     filefetch_server_options_free(options);
 }
 
+/* Scrapes http://127.0.0.1:port/metrics into `out` (NUL-terminated, truncated to its size);
+ * 0 when a whole response arrived (the server closes after it). */
+static int scrape(uint16_t port, char *out, size_t size) {
+    socket_t fd = connect_to(port);
+    if (fd == NO_SOCKET) {
+        return -1;
+    }
+    socket_recv_timeout(fd, 30);
+    static const char request[] = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    int result = -1;
+    if (socket_send(fd, request, sizeof request - 1, 0) == (long)(sizeof request - 1)) {
+        size_t got = 0;
+        long n = -1;
+        while (got + 1 < size && (n = socket_recv(fd, out + got, size - 1 - got)) > 0) {
+            got += (size_t)n;
+        }
+        out[got] = '\0';
+        result = n == 0 || got + 1 == size ? 0 : -1;
+    }
+    close_socket(fd);
+    return result;
+}
+
+static void check_metrics(const char *root, const filefetch_fetch_options *fetch_options) {
+    filefetch_server_options *options = NULL;
+    CHECK_STATUS(filefetch_server_options_new(&options), OK);
+    CHECK_STATUS(filefetch_server_options_set_metrics(options, "nowhere"), INVALID);
+    CHECK(strstr(filefetch_last_error(), "metrics") != NULL);
+    CHECK_STATUS(filefetch_server_options_set_metrics(options, "127.0.0.1"), INVALID);
+
+    /* Off by default (and with NULL or ""): the port reported is 0. */
+    uint16_t port = 0, metrics_port = 1;
+    CHECK_STATUS(filefetch_server_options_set_metrics(options, NULL), OK);
+    filefetch_server *server = start(options, root, &port);
+    CHECK(server != NULL);
+    if (server != NULL) {
+        CHECK_STATUS(filefetch_server_metrics_port(server, &metrics_port), OK);
+        CHECK(metrics_port == 0);
+        CHECK_STATUS(filefetch_server_metrics_port(server, NULL), INVALID);
+        filefetch_server_free(server);
+    }
+
+    CHECK_STATUS(filefetch_server_options_set_metrics(options, "127.0.0.1:0"), OK);
+    server = start(options, root, &port);
+    CHECK(server != NULL);
+    if (server != NULL) {
+        CHECK_STATUS(filefetch_server_metrics_port(server, &metrics_port), OK);
+        CHECK(metrics_port != 0 && metrics_port != port);
+        static char text[65536];
+        CHECK(scrape(metrics_port, text, sizeof text) == 0);
+        CHECK(strstr(text, "200 OK") != NULL);
+        CHECK(strstr(text, "filefetch_requests_total{outcome=\"sent\"} 0") != NULL);
+        CHECK(fetch_is(port, "hello.txt", fetch_options, "hello, world\n"));
+        CHECK(fetch_status(port, "missing.txt", fetch_options) == FILEFETCH_STATUS_NOT_FOUND);
+        CHECK(scrape(metrics_port, text, sizeof text) == 0);
+        CHECK(strstr(text, "filefetch_requests_total{outcome=\"sent\"} 1") != NULL);
+        CHECK(strstr(text, "filefetch_requests_total{outcome=\"not_found\"} 1") != NULL);
+        CHECK(strstr(text, "filefetch_sent_bytes_total 13") != NULL);
+        CHECK_STATUS(filefetch_server_shutdown(server), OK);
+        /* The port is still reported after the stop; nothing listens there any more. */
+        CHECK_STATUS(filefetch_server_metrics_port(server, &metrics_port), OK);
+        CHECK(metrics_port != 0);
+        CHECK(scrape(metrics_port, text, sizeof text) != 0);
+        filefetch_server_free(server);
+    }
+    filefetch_server_options_free(options);
+}
+
+/* Starts a server of `root` with access rules added in order: each "+NET" an allow rule,
+ * each "-NET" a deny rule; NULL if it does not start. */
+static filefetch_server *start_with_rules(const char *root, const char *const *rules, size_t n,
+                                          uint16_t *port) {
+    filefetch_server_options *options = NULL;
+    CHECK_STATUS(filefetch_server_options_new(&options), OK);
+    for (size_t i = 0; i < n; i++) {
+        if (rules[i][0] == '+') {
+            CHECK_STATUS(filefetch_server_options_allow(options, rules[i] + 1), OK);
+        } else {
+            CHECK_STATUS(filefetch_server_options_deny(options, rules[i] + 1), OK);
+        }
+    }
+    filefetch_server *server = start(options, root, port);
+    filefetch_server_options_free(options);
+    return server;
+}
+
+/* Whether a server with `rules` (as start_with_rules takes them) serves this client; a
+ * refused one is closed without a response, which the client sees as PROTOCOL. */
+static int served_with_rules(const char *root, const filefetch_fetch_options *fetch_options,
+                             const char *const *rules, size_t n) {
+    uint16_t port = 0;
+    filefetch_server *server = start_with_rules(root, rules, n, &port);
+    if (server == NULL) {
+        return -1;
+    }
+    filefetch_status status = fetch_status(port, "hello.txt", fetch_options);
+    CHECK(status == OK || status == FILEFETCH_STATUS_PROTOCOL);
+    CHECK_STATUS(filefetch_server_abort(server), OK);
+    filefetch_server_free(server);
+    return status == OK;
+}
+
+#define SERVED_WITH(root, options, ...)                                                   \
+    served_with_rules(root, options, (const char *const[]){__VA_ARGS__},                  \
+                      sizeof((const char *const[]){__VA_ARGS__}) / sizeof(const char *))
+
+/* filefetch_server_options_allow and _deny: refused networks (the message names the
+ * function's setting and says what is wrong; no rule is added), then rules in the order
+ * added, the first match deciding, as nginx's. */
+static void check_access_rules(const char *root, const filefetch_fetch_options *fetch_options) {
+    filefetch_server_options *options = NULL;
+    CHECK_STATUS(filefetch_server_options_new(&options), OK);
+    CHECK_STATUS(filefetch_server_options_allow(options, "10.1.0.0/8"), INVALID);
+    CHECK(strstr(filefetch_last_error(), "allow") != NULL);
+    CHECK(strstr(filefetch_last_error(), "bits set past the prefix") != NULL);
+    CHECK_STATUS(filefetch_server_options_allow(options, "10.0.0.0/33"), INVALID);
+    CHECK_STATUS(filefetch_server_options_allow(options, "2001:db8::/129"), INVALID);
+    CHECK_STATUS(filefetch_server_options_allow(options, "10.0.0.0/"), INVALID);
+    CHECK_STATUS(filefetch_server_options_allow(options, ""), INVALID);
+    CHECK_STATUS(filefetch_server_options_deny(options, "nonsense"), INVALID);
+    CHECK(strstr(filefetch_last_error(), "deny") != NULL);
+    CHECK(strstr(filefetch_last_error(), "nonsense") != NULL);
+    CHECK_STATUS(filefetch_server_options_deny(options, "example.org"), INVALID);
+    CHECK_STATUS(filefetch_server_options_deny(options, "\xff"), INVALID);
+    CHECK_STATUS(filefetch_server_options_allow(options, NULL), INVALID);
+    CHECK_STATUS(filefetch_server_options_deny(options, NULL), INVALID);
+    CHECK_STATUS(filefetch_server_options_allow(NULL, "10.0.0.0/8"), INVALID);
+    CHECK_STATUS(filefetch_server_options_deny(NULL, "10.0.0.0/8"), INVALID);
+    /* None of the refused allow rules was added: with one, this client would be refused. */
+    uint16_t port = 0;
+    filefetch_server *server = start(options, root, &port);
+    filefetch_server_options_free(options);
+    if (server != NULL) {
+        CHECK(fetch_is(port, "hello.txt", fetch_options, "hello, world\n"));
+        CHECK_STATUS(filefetch_server_abort(server), OK);
+        filefetch_server_free(server);
+    }
+
+    CHECK(SERVED_WITH(root, fetch_options, "-127.0.0.0/8") == 0);
+    CHECK(SERVED_WITH(root, fetch_options, "-10.0.0.0/8", "-::1") == 1);
+    CHECK(SERVED_WITH(root, fetch_options, "+127.0.0.1") == 1);
+    CHECK(SERVED_WITH(root, fetch_options, "+192.0.2.0/24") == 0);
+    CHECK(SERVED_WITH(root, fetch_options, "+::1") == 0); /* IPv6 rules, IPv6 clients */
+    CHECK(SERVED_WITH(root, fetch_options, "+127.0.0.1", "-127.0.0.0/8") == 1);
+    CHECK(SERVED_WITH(root, fetch_options, "-127.0.0.0/8", "+127.0.0.1") == 0);
+    CHECK(SERVED_WITH(root, fetch_options, "-10.0.0.5", "+127.0.0.0/8") == 1);
+    CHECK(SERVED_WITH(root, fetch_options, "-10.0.0.0/8", "+192.0.2.7") == 0);
+}
+
+/* Which of the sockets `a` and `b` the server has closed (bit 0: a, bit 1: b): waits at
+ * most 30 s for one, then 300 ms more for the other, which a faulty limit would close too.
+ * A closed socket must have received nothing. */
+static int closed_by_server(socket_t a, socket_t b) {
+    int closed = 0;
+    for (int round = 0; round < 2; round++) {
+        fd_set ready;
+        FD_ZERO(&ready);
+        if (!(closed & 1)) {
+            FD_SET(a, &ready);
+        }
+        if (!(closed & 2)) {
+            FD_SET(b, &ready);
+        }
+        struct timeval wait = {round == 0 ? 30 : 0, round == 0 ? 0 : 300000};
+        int highest = (int)(a > b ? a : b);
+        if (select(highest + 1, &ready, NULL, NULL, &wait) <= 0) {
+            break;
+        }
+        unsigned char byte;
+        if (FD_ISSET(a, &ready)) {
+            CHECK(socket_recv(a, &byte, 1) <= 0);
+            closed |= 1;
+        }
+        if (FD_ISSET(b, &ready)) {
+            CHECK(socket_recv(b, &byte, 1) <= 0);
+            closed |= 2;
+        }
+    }
+    return closed;
+}
+
+/* filefetch_server_options_set_max_per_address: with 1, of two idle connections the one the
+ * server took second is closed without a response; at the limit a fetch is refused; once
+ * the one held goes, fetches are served again. */
+static void check_max_per_address(const char *root,
+                                  const filefetch_fetch_options *fetch_options) {
+    filefetch_server_options *options = NULL;
+    CHECK_STATUS(filefetch_server_options_new(&options), OK);
+    CHECK_STATUS(filefetch_server_options_set_max_per_address(options, 0), OK);
+    CHECK_STATUS(filefetch_server_options_set_max_per_address(options, (size_t)4294967295u), OK);
+#if SIZE_MAX > 4294967295u
+    CHECK_STATUS(filefetch_server_options_set_max_per_address(options, (size_t)4294967296u),
+                 INVALID);
+    CHECK(strstr(filefetch_last_error(), "max_per_address") != NULL);
+#endif
+    CHECK_STATUS(filefetch_server_options_set_max_per_address(NULL, 1), INVALID);
+    CHECK_STATUS(filefetch_server_options_set_max_per_address(options, 1), OK);
+    CHECK_STATUS(filefetch_server_options_set_request_timeout_ms(options, 60000), OK);
+    uint16_t port = 0;
+    filefetch_server *server = start(options, root, &port);
+    filefetch_server_options_free(options);
+    if (server == NULL) {
+        return;
+    }
+    socket_t a = connect_to(port), b = connect_to(port);
+    CHECK(a != NO_SOCKET && b != NO_SOCKET);
+    if (a != NO_SOCKET && b != NO_SOCKET) {
+        int closed = closed_by_server(a, b);
+        CHECK(closed == 1 || closed == 2);
+        socket_t held = closed == 1 ? b : a;
+        CHECK_STATUS(fetch_status(port, "hello.txt", fetch_options), FILEFETCH_STATUS_PROTOCOL);
+        close_socket(held);
+        /* The server may not have seen the close yet. */
+        filefetch_status status = FILEFETCH_STATUS_PROTOCOL;
+        for (int i = 0; i < 1500 && status != OK; i++) {
+            status = fetch_status(port, "hello.txt", fetch_options);
+            if (status != OK) {
+                pause_briefly();
+            }
+        }
+        CHECK_STATUS(status, OK);
+        close_socket(closed == 1 ? a : b);
+    }
+    CHECK_STATUS(filefetch_server_abort(server), OK);
+    filefetch_server_free(server);
+}
+
+/* What arrived by when, for the write callback of a paced fetch. */
+struct pacing {
+    double start;      /* before connecting */
+    uint64_t rate;     /* the bound's rate, bytes a second */
+    uint64_t received; /* data bytes so far */
+    int over;          /* whether more arrived by some moment than the bound allows */
+    double last;       /* seconds from the start to the last piece */
+};
+
+/* How far ahead of its rate a limit may run: a tenth of a second's worth, at least 1 KiB. */
+static uint64_t burst(uint64_t rate) {
+    return rate / 10 > 1024 ? rate / 10 : 1024;
+}
+
+static size_t note_arrival(const uint8_t *data, size_t len, void *user_data) {
+    struct pacing *p = user_data;
+    (void)data;
+    p->received += len;
+    p->last = monotonic_seconds() - p->start;
+    if ((double)p->received > (double)p->rate * p->last + (double)burst(p->rate)) {
+        p->over = 1;
+    }
+    return len;
+}
+
+/* Fetches `name` with the write callback noting arrivals against `rate`. */
+static struct pacing paced_fetch(uint16_t port, const char *name, uint64_t rate) {
+    filefetch_fetch_options *options = NULL;
+    struct pacing p = {0.0, rate, 0, 0, 0.0};
+    CHECK_STATUS(filefetch_fetch_options_new(&options), OK);
+    CHECK_STATUS(filefetch_fetch_options_set_timeout_ms(options, 30000), OK);
+    uint64_t size = 0;
+    p.start = monotonic_seconds();
+    CHECK_STATUS(filefetch_fetch_to_callback("127.0.0.1", port, name, options, note_arrival, &p,
+                                             &size),
+                 OK);
+    CHECK(size == p.received);
+    filefetch_fetch_options_free(options);
+    return p;
+}
+
+#define RATE (256 * 1024)
+#define PACED_SIZE (384 * 1024)
+#define FAST_SIZE (4 * 1024 * 1024)
+
+/* filefetch_server_options_set_rate_limit and _set_total_rate_limit: a connection receives no
+ * more than the rate allows; without a limit, the same check fails. */
+static void check_rate_limits(const char *root) {
+    char path[1024];
+    unsigned char *buffer = malloc(FAST_SIZE);
+    CHECK(buffer != NULL);
+    if (buffer == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < FAST_SIZE; i++) {
+        buffer[i] = (unsigned char)(i * 7 + (i >> 9));
+    }
+    join_path(path, sizeof path, root, "paced.bin");
+    CHECK(write_file(path, buffer, PACED_SIZE) == 0);
+    join_path(path, sizeof path, root, "fast.bin");
+    CHECK(write_file(path, buffer, FAST_SIZE) == 0);
+    free(buffer);
+
+    for (int total = 0; total < 2; total++) {
+        filefetch_server_options *options = NULL;
+        CHECK_STATUS(filefetch_server_options_new(&options), OK);
+        if (total) {
+            CHECK_STATUS(filefetch_server_options_set_total_rate_limit(options, UINT64_MAX), OK);
+            CHECK_STATUS(filefetch_server_options_set_total_rate_limit(options, 0), OK);
+            CHECK_STATUS(filefetch_server_options_set_total_rate_limit(options, RATE), OK);
+            CHECK_STATUS(filefetch_server_options_set_total_rate_limit(NULL, RATE), INVALID);
+        } else {
+            CHECK_STATUS(filefetch_server_options_set_rate_limit(options, UINT64_MAX), OK);
+            CHECK_STATUS(filefetch_server_options_set_rate_limit(options, 0), OK);
+            CHECK_STATUS(filefetch_server_options_set_rate_limit(options, RATE), OK);
+            CHECK_STATUS(filefetch_server_options_set_rate_limit(NULL, RATE), INVALID);
+        }
+        uint16_t port = 0;
+        filefetch_server *server = start(options, root, &port);
+        filefetch_server_options_free(options);
+        if (server == NULL) {
+            continue;
+        }
+        struct pacing p = paced_fetch(port, "paced.bin", RATE);
+        CHECK(p.received == PACED_SIZE);
+        CHECK(!p.over);
+        if (p.over) {
+            fprintf(stderr, "%s: more than %d bytes a second arrived\n",
+                    total ? "total_rate_limit" : "rate_limit", RATE);
+        }
+        CHECK_STATUS(filefetch_server_abort(server), OK);
+        filefetch_server_free(server);
+    }
+
+    /* Without a limit the bound does not hold: 4 MiB arrive far sooner than the rate allows
+     * (only a run so slow that they took 15 s would keep within it). */
+    filefetch_server_options *options = NULL;
+    CHECK_STATUS(filefetch_server_options_new(&options), OK);
+    uint16_t port = 0;
+    filefetch_server *server = start(options, root, &port);
+    filefetch_server_options_free(options);
+    if (server != NULL) {
+        struct pacing p = paced_fetch(port, "fast.bin", RATE);
+        CHECK(p.received == FAST_SIZE);
+        CHECK(p.over || p.last > 15.0);
+        CHECK_STATUS(filefetch_server_abort(server), OK);
+        filefetch_server_free(server);
+    }
+    join_path(path, sizeof path, root, "paced.bin");
+    remove(path);
+    join_path(path, sizeof path, root, "fast.bin");
+    remove(path);
+}
+
 int main(void) {
     char root[512], path[1024];
     CHECK(sockets_init() == 0);
@@ -447,6 +791,10 @@ int main(void) {
     check_limit_and_deadline(root);
     check_grace_period(root);
     check_proxy_protocol_and_retries(root, fetch_options);
+    check_access_rules(root, fetch_options);
+    check_max_per_address(root, fetch_options);
+    check_rate_limits(root);
+    check_metrics(root, fetch_options);
 
     filefetch_fetch_options_free(fetch_options);
     remove_tree(root);

@@ -2,8 +2,12 @@
 //! that produces it, and signals.
 
 mod activation;
+mod config;
+mod docs;
 mod errors;
+mod logjson;
 mod many;
+mod metrics;
 mod proxy;
 mod retry;
 // SIGINT and SIGTERM are Unix signals.

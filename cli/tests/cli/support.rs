@@ -74,6 +74,13 @@ impl Running {
         }
     }
 
+    /// Kills the process (where there are no signals to stop it more gently).
+    #[cfg_attr(unix, allow(dead_code))]
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends a signal to the process.
     #[cfg(unix)]
     pub fn signal(&self, signal: libc::c_int) {

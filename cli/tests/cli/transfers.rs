@@ -102,6 +102,8 @@ fn server_logs_one_line_per_connection() {
         sent.contains("status=1") && sent.contains("bytes=1"),
         "{sent}"
     );
+    assert!(sent.ends_with(" outcome=sent"), "{sent}");
     let missing = server.stdout.wait_for(|l| l.contains("\"absent\""));
     assert!(missing.contains("status=0"), "{missing}");
+    assert!(missing.ends_with(" outcome=not_found"), "{missing}");
 }

@@ -19,6 +19,12 @@ fn bad_arguments_exit_2() {
         &["serve"],
         &["serve", "65536"],
         &["serve", "0", "--bind", "localhost"],
+        &["serve", "0", "--log-format", "xml"],
+        &["serve", "0", "--config"],
+        &["fetch", "127.0.0.1", "5000", "f", "--log-format", "json"],
+        &["completions"],
+        &["completions", "tcsh"],
+        &["man", "extra"],
         &["frobnicate"],
     ];
     for args in cases {

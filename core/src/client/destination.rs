@@ -2,15 +2,17 @@
 //! temporary file beside it that becomes the destination only when the whole file arrived
 //! (and had the digest expected of it, when one was).
 
-use std::fs;
+use std::fs::{self, File};
 use std::io;
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
+use tempfile::TempPath;
+
 use super::connection::Connection;
-use super::digest::{Hashing, Sha256Digest};
+use super::digest::{self, Hashing, Sha256Digest};
 use super::options::FetchOptions;
 use super::receive;
+use super::rules::ProgressFn;
 use crate::error::{Error, NameProblem, Result};
 use crate::sys;
 
@@ -55,8 +57,8 @@ pub fn destination(name: &str, output: Option<&Path>) -> Result<PathBuf> {
 }
 
 /// Refuses an existing destination unless overwriting was asked for.
-pub(crate) fn check_free(dest: &Path, options: &FetchOptions) -> Result<()> {
-    if options.overwrite() {
+pub(crate) fn check_free(dest: &Path, overwrite: bool) -> Result<()> {
+    if overwrite {
         return Ok(());
     }
     match fs::symlink_metadata(dest) {
@@ -68,6 +70,57 @@ pub(crate) fn check_free(dest: &Path, options: &FetchOptions) -> Result<()> {
     }
 }
 
+/// The running digest of a download into a file, when one is wanted: asked for by the
+/// options, or to check against `expected`.
+pub(crate) fn hashing(options: &FetchOptions, expected: Option<Sha256Digest>) -> Option<Hashing> {
+    (options.sha256() || expected.is_some()).then(Hashing::default)
+}
+
+/// A new temporary file in the directory of `dest`, open for writing, and its path, which
+/// deletes the file when dropped (unless it was landed first).
+pub(crate) fn temp_beside(dest: &Path) -> Result<(File, TempPath)> {
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut temp = tempfile::Builder::new();
+    temp.prefix(".filefetch-").suffix(".part");
+    if let Some(permissions) = sys::new_file_permissions() {
+        temp.permissions(permissions);
+    }
+    let temp = temp.tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
+    Ok(temp.into_parts())
+}
+
+/// Moves the temporary file at `temp`, which holds the whole file and is closed, into place
+/// at `dest`, without replacing an existing file unless `overwrite`. On failure the temporary
+/// file is deleted.
+pub(crate) fn land(
+    temp: TempPath,
+    dest: PathBuf,
+    overwrite: bool,
+    bytes: u64,
+    sha256: Option<Sha256Digest>,
+) -> Result<Fetched> {
+    let persisted = if overwrite {
+        temp.persist(&dest)
+    } else {
+        temp.persist_noclobber(&dest)
+    };
+    match persisted {
+        Ok(()) => Ok(Fetched {
+            path: dest,
+            bytes,
+            sha256,
+        }),
+        // The temporary path inside the error is dropped, and so deleted, here.
+        Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
+            Err(Error::DestinationExists { path: dest })
+        }
+        Err(e) => Err(Error::io(&dest, e.error)),
+    }
+}
+
 /// Receives `total` bytes into a temporary file beside `dest` and moves it into place. With
 /// `expected` (or [`FetchOptions::sha256`]) the data's digest is computed on the way, and a
 /// digest other than `expected` leaves nothing behind and the destination untouched.
@@ -76,55 +129,28 @@ pub(crate) fn receive_file(
     total: u64,
     dest: PathBuf,
     options: &FetchOptions,
-    progress: &mut dyn FnMut(u64, u64) -> ControlFlow<()>,
+    progress: &mut ProgressFn<'_>,
     expected: Option<Sha256Digest>,
 ) -> Result<Fetched> {
-    let dir = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut temp = tempfile::Builder::new();
-    temp.prefix(".filefetch-").suffix(".part");
-    if let Some(permissions) = sys::new_file_permissions() {
-        temp.permissions(permissions);
-    }
-    let mut temp = temp.tempfile_in(&dir).map_err(|e| Error::io(&dir, e))?;
+    let (mut file, temp) = temp_beside(&dest)?;
     // From here on, returning early drops `temp`, which deletes the partial file.
-    let temp_path = temp.path().to_path_buf();
-    let mut hash = (options.sha256() || expected.is_some()).then(Hashing::default);
+    let mut hash = hashing(options, expected);
     receive::receive_to_file(
         conn,
-        temp.as_file_mut(),
+        &mut file,
         total,
         progress,
-        &temp_path,
+        &temp,
         options.portable(),
         hash.as_mut(),
     )?;
     conn.expect_end(total)?;
-    let sha256 = hash.map(|hash| hash.finish(expected)).transpose()?;
+    let sha256 = digest::check(hash, expected)?;
     if options.fsync() {
-        temp.as_file()
-            .sync_all()
-            .map_err(|e| Error::io(temp.path(), e))?;
+        file.sync_all().map_err(|e| Error::io(&*temp, e))?;
     }
-    let persisted = if options.overwrite() {
-        temp.persist(&dest)
-    } else {
-        temp.persist_noclobber(&dest)
-    };
-    match persisted {
-        Ok(_) => Ok(Fetched {
-            path: dest,
-            bytes: total,
-            sha256,
-        }),
-        // The temporary file inside the error is dropped, and so deleted, here.
-        Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
-            Err(Error::DestinationExists { path: dest })
-        }
-        Err(e) => Err(Error::io(&dest, e.error)),
-    }
+    drop(file);
+    land(temp, dest, options.overwrite(), total, sha256)
 }
 
 #[cfg(test)]

@@ -110,6 +110,15 @@ impl Hashing {
     }
 }
 
+/// The digest of an attempt's data, when one was computed (`hash`), checked against
+/// `expected` when there is one.
+pub(crate) fn check(
+    hash: Option<Hashing>,
+    expected: Option<Sha256Digest>,
+) -> Result<Option<Sha256Digest>> {
+    hash.map(|hash| hash.finish(expected)).transpose()
+}
+
 /// A checksum list in the format `sha256sum` writes and `sha256sum -c` reads: one
 /// `<64 hex>  <name>` (text mode) or `<64 hex> *<name>` (binary mode) a line, a name with a
 /// backslash or a newline escaped and the line then starting with `\`. Blank lines are

@@ -14,13 +14,8 @@ use super::destination::{destination, Fetched};
 use super::digest::Sha256Digest;
 use super::options::FetchOptions;
 use super::Fetch;
-use crate::config::check_count;
+use crate::config::{check_count, JOBS, MAX_JOBS};
 use crate::error::{Error, Result};
-
-/// Files fetched at once by default.
-pub const JOBS: usize = 4;
-/// The most files that can be fetched at once.
-pub const MAX_JOBS: usize = 64;
 
 /// `(index, received, total)` for the file at `index` of the list.
 type Progress<'a> = Box<dyn Fn(usize, u64, u64) -> ControlFlow<()> + Send + Sync + 'a>;

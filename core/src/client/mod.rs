@@ -1,4 +1,4 @@
-//! The blocking client: connect, send one FileRequest, receive the FileResponse.
+//! The client: connect, send one FileRequest, receive the FileResponse; blocking, or on tokio.
 //!
 //! [`Fetch`] is the one way in: it names the file and takes the [`FetchOptions`] and a
 //! progress callback, then delivers to a file ([`Fetch::to_file`]), a writer, memory, or a
@@ -10,14 +10,24 @@
 //! against a SHA-256 digest ([`Fetch::expect_sha256`]) or report the digest
 //! ([`FetchOptionsBuilder::sha256`]).
 //!
+//! The same fetch runs on a tokio runtime with [`Fetch::to_file_async`],
+//! [`Fetch::to_vec_async`] and [`Fetch::to_async_writer`] (or [`fetch_async`],
+//! [`fetch_bytes_async`] and [`fetch_to_async_writer`]): the same options, checks, errors and
+//! retries, no thread per fetch, and a future that can be dropped at any point, leaving
+//! nothing behind.
+//!
 //! - `options`: the settings and their builder;
-//! - `connection`: connecting, the request, reads under the time rules;
-//! - `receive`: the data paths (zero-copy into a file where the system has one);
-//! - `destination`: the destination path and the temporary file;
+//! - `rules`: what both clients decide alike, without I/O: the request, the time rules, the
+//!   response header, the accounting of the data, what each failure is reported as;
+//! - `connection`: the blocking connection, the request, reads under the time rules;
+//! - `receive`: the blocking data paths (zero-copy into a file where the system has one);
+//! - `asynchronous`: the connection, data paths and fetches on tokio;
+//! - `destination`: the destination path, the temporary file and its landing;
 //! - `retry`: which failures are retried, and the wait between attempts;
 //! - `digest`: the SHA-256 digest, its hexadecimal form, and `sha256sum`'s lists;
 //! - `many`: many files at once, on a bounded number of threads.
 
+mod asynchronous;
 mod connection;
 mod destination;
 mod digest;
@@ -25,15 +35,19 @@ mod many;
 mod options;
 mod receive;
 mod retry;
+mod rules;
 
 use std::borrow::Cow;
 use std::io::{self, Write};
 use std::ops::ControlFlow;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+pub use asynchronous::{fetch_async, fetch_bytes_async, fetch_to_async_writer};
 pub use destination::{destination, Fetched};
 pub use digest::{Sha256Digest, Sha256Sums};
-pub use many::{fetch_many, FetchMany, JOBS, MAX_JOBS};
+pub use many::{fetch_many, FetchMany};
 pub use options::{FetchOptions, FetchOptionsBuilder, InterruptCheck};
 
 use crate::error::{Error, Result};
@@ -48,12 +62,14 @@ type Progress<'a> = Box<dyn FnMut(u64, u64) -> ControlFlow<()> + Send + 'a>;
 
 /// Told of each retry of one fetch, besides the options' own hook (see
 /// [`FetchOptionsBuilder::on_retry`]): how [`FetchMany`] names the file that is retried.
-type RetryReport<'a> = Box<dyn Fn(&Error, u32, Duration) + Send + 'a>;
+type RetryReport<'a> = Box<dyn Fn(&Error, u32, Duration) + Send + Sync + 'a>;
 
 /// One fetch of `name` from `host:port`: set it up, then say where the data goes.
 ///
 /// `host` is a name or an IPv4/IPv6 literal (brackets allowed: `[::1]`); every address it
-/// resolves to is tried in turn.
+/// resolves to is tried in turn. [`Fetch::new`] borrows the names and [`Fetch::options`] the
+/// options; [`Fetch::new_owned`] and [`Fetch::options_owned`] take them, for a fetch (and its
+/// future) that borrows nothing.
 ///
 /// # Retries
 ///
@@ -84,45 +100,92 @@ type RetryReport<'a> = Box<dyn Fn(&Error, u32, Duration) + Send + 'a>;
 /// # Ok::<(), filefetch::Error>(())
 /// ```
 pub struct Fetch<'a> {
-    host: &'a str,
-    port: u16,
-    name: &'a str,
-    options: Cow<'a, FetchOptions>,
+    plan: Plan<'a>,
     progress: Option<Progress<'a>>,
+}
+
+/// What a fetch asks for and how, apart from its progress callback (which is called, never
+/// shared): what every attempt reads, and what an asynchronous fetch holds across its waits.
+struct Plan<'a> {
+    host: Cow<'a, str>,
+    port: u16,
+    name: Cow<'a, str>,
+    options: Cow<'a, FetchOptions>,
     expected: Option<Sha256Digest>,
     retry_report: Option<RetryReport<'a>>,
 }
 
 impl std::fmt::Debug for Fetch<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let plan = &self.plan;
         f.debug_struct("Fetch")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("name", &self.name)
-            .field("options", &self.options)
+            .field("host", &plan.host)
+            .field("port", &plan.port)
+            .field("name", &plan.name)
+            .field("options", &plan.options)
             .field("progress", &self.progress.as_ref().map(|_| "FnMut"))
-            .field("expected", &self.expected)
+            .field("expected", &plan.expected)
             .finish_non_exhaustive()
+    }
+}
+
+impl Fetch<'static> {
+    /// A fetch of `name` from `host:port` with the default options, owning both names: with
+    /// [`Fetch::options_owned`] (and a progress callback that borrows nothing) the fetch,
+    /// and the future of an asynchronous one, is `'static`, as `tokio::spawn` requires.
+    ///
+    /// ```no_run
+    /// use filefetch::{Fetch, FetchOptions};
+    ///
+    /// # async fn run(host: String, names: Vec<String>) -> filefetch::Result<()> {
+    /// let options = FetchOptions::builder().output("downloads/").build()?;
+    /// let mut tasks = tokio::task::JoinSet::new();
+    /// for name in names {
+    ///     let fetch = Fetch::new_owned(host.clone(), 5000, name).options_owned(options.clone());
+    ///     tasks.spawn(fetch.to_file_async());
+    /// }
+    /// while let Some(done) = tasks.join_next().await {
+    ///     let fetched = done.expect("no fetch panics")?;
+    ///     println!("{}", fetched.path.display());
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn new_owned(host: impl Into<String>, port: u16, name: impl Into<String>) -> Self {
+        Fetch::with(Cow::Owned(host.into()), port, Cow::Owned(name.into()))
     }
 }
 
 impl<'a> Fetch<'a> {
     /// A fetch of `name` from `host:port` with the default options.
     pub fn new(host: &'a str, port: u16, name: &'a str) -> Self {
+        Fetch::with(Cow::Borrowed(host), port, Cow::Borrowed(name))
+    }
+
+    fn with(host: Cow<'a, str>, port: u16, name: Cow<'a, str>) -> Self {
         Fetch {
-            host,
-            port,
-            name,
-            options: Cow::Owned(FetchOptions::default()),
+            plan: Plan {
+                host,
+                port,
+                name,
+                options: Cow::Owned(FetchOptions::default()),
+                expected: None,
+                retry_report: None,
+            },
             progress: None,
-            expected: None,
-            retry_report: None,
         }
     }
 
     /// Uses `options` instead of the defaults.
     pub fn options(mut self, options: &'a FetchOptions) -> Self {
-        self.options = Cow::Borrowed(options);
+        self.plan.options = Cow::Borrowed(options);
+        self
+    }
+
+    /// Uses `options` instead of the defaults, taking them (a [`FetchOptions`] is cheap to
+    /// clone: its callbacks are shared).
+    pub fn options_owned(mut self, options: FetchOptions) -> Self {
+        self.plan.options = Cow::Owned(options);
         self
     }
 
@@ -156,35 +219,43 @@ impl<'a> Fetch<'a> {
     /// # Ok::<(), filefetch::Error>(())
     /// ```
     pub fn expect_sha256(mut self, digest: impl Into<Sha256Digest>) -> Self {
-        self.expected = Some(digest.into());
+        self.plan.expected = Some(digest.into());
         self
     }
 
     /// Calls `report` before each retry, after the options' own hook.
-    fn report_retries(mut self, report: impl Fn(&Error, u32, Duration) + Send + 'a) -> Self {
-        self.retry_report = Some(Box::new(report));
+    fn report_retries(mut self, report: impl Fn(&Error, u32, Duration) + Send + Sync + 'a) -> Self {
+        self.plan.retry_report = Some(Box::new(report));
         self
+    }
+
+    /// What the fetch asks for, and its progress callback (or one that does nothing).
+    fn into_parts(self) -> (Plan<'a>, Progress<'a>) {
+        let progress = self
+            .progress
+            .unwrap_or_else(|| Box::new(|_, _| ControlFlow::Continue(())));
+        (self.plan, progress)
     }
 
     /// Downloads into a local file: [`FetchOptions::output`], or the name's last component
     /// in the current directory. An existing destination is refused (before each attempt,
     /// and again when the file is moved into place) unless overwriting was asked for.
-    pub fn to_file(mut self) -> Result<Fetched> {
-        connection::check_request_name(self.name)?;
-        let dest = destination(self.name, self.options.output())?;
-        let mut progress = self.take_progress();
-        let mut retries = self.retries();
+    pub fn to_file(self) -> Result<Fetched> {
+        let (plan, mut progress) = self.into_parts();
+        rules::check_request_name(&plan.name)?;
+        let dest = destination(&plan.name, plan.options.output())?;
+        let mut retries = plan.retries();
         loop {
             // A failed attempt's temporary file is gone when `receive_file` returns.
-            let attempt = destination::check_free(&dest, &self.options).and_then(|()| {
-                let (mut conn, total) = self.connect(retries.start())?;
+            let attempt = destination::check_free(&dest, plan.options.overwrite()).and_then(|()| {
+                let (mut conn, total) = plan.connect(retries.start())?;
                 destination::receive_file(
                     &mut conn,
                     total,
                     dest.clone(),
-                    &self.options,
+                    &plan.options,
                     &mut progress,
-                    self.expected,
+                    plan.expected,
                 )
             });
             match attempt {
@@ -198,13 +269,13 @@ impl<'a> Fetch<'a> {
     /// written as it arrives, so after an error the writer may hold part of the file; use
     /// [`Fetch::to_file`] for all-or-nothing files. For the same reason a failed attempt is
     /// retried only if none of its data reached the writer.
-    pub fn to_writer<W: Write + ?Sized>(mut self, writer: &mut W) -> Result<u64> {
-        let mut progress = self.take_progress();
-        let mut retries = self.retries();
+    pub fn to_writer<W: Write + ?Sized>(self, writer: &mut W) -> Result<u64> {
+        let (plan, mut progress) = self.into_parts();
+        let mut retries = plan.retries();
         loop {
             let mut counted = Counted { writer, written: 0 };
-            let attempt = self.connect(retries.start()).and_then(|(mut conn, total)| {
-                let mut hash = self.expected.map(|_| Hashing::default());
+            let attempt = plan.connect(retries.start()).and_then(|(mut conn, total)| {
+                let mut hash = plan.hashing();
                 receive::receive_to_writer(
                     &mut conn,
                     &mut counted,
@@ -213,7 +284,7 @@ impl<'a> Fetch<'a> {
                     hash.as_mut(),
                 )?;
                 conn.expect_end(total)?;
-                verify(hash, self.expected)?;
+                digest::check(hash, plan.expected)?;
                 Ok(total)
             });
             match attempt {
@@ -227,16 +298,15 @@ impl<'a> Fetch<'a> {
 
     /// Downloads into memory. Memory is taken as data arrives (at most
     /// [`FetchOptions::max_size`] when set), and the data is read straight into the vector.
-    pub fn to_vec(mut self) -> Result<Vec<u8>> {
-        let mut progress = self.take_progress();
-        let mut retries = self.retries();
+    pub fn to_vec(self) -> Result<Vec<u8>> {
+        let (plan, mut progress) = self.into_parts();
+        let mut retries = plan.retries();
         loop {
-            let attempt = self.connect(retries.start()).and_then(|(mut conn, total)| {
-                let mut data = Vec::new();
-                let mut hash = self.expected.map(|_| Hashing::default());
-                receive::receive_to_vec(&mut conn, &mut data, total, &mut progress, hash.as_mut())?;
+            let attempt = plan.connect(retries.start()).and_then(|(mut conn, total)| {
+                let mut hash = plan.hashing();
+                let data = receive::receive_to_vec(&mut conn, total, &mut progress, hash.as_mut())?;
                 conn.expect_end(total)?;
-                verify(hash, self.expected)?;
+                digest::check(hash, plan.expected)?;
                 Ok(data)
             });
             match attempt {
@@ -250,11 +320,11 @@ impl<'a> Fetch<'a> {
     /// to choose the buffer once the size is known ([`Response::read_into`]). A file larger
     /// than [`FetchOptions::max_size`] fails here with [`Error::TooLarge`]. Retries, when
     /// asked for, happen here: once the header has arrived, a failure is final.
-    pub fn open(mut self) -> Result<Response<'a>> {
-        let progress = self.take_progress();
-        let mut retries = self.retries();
+    pub fn open(self) -> Result<Response<'a>> {
+        let (plan, progress) = self.into_parts();
+        let mut retries = plan.retries();
         let (conn, len) = loop {
-            match self.connect(retries.start()) {
+            match plan.connect(retries.start()) {
                 Ok(opened) => break opened,
                 Err(e) => retries.again(e)?,
             }
@@ -263,44 +333,33 @@ impl<'a> Fetch<'a> {
             conn,
             len,
             progress,
-            expected: self.expected,
+            expected: plan.expected,
         })
     }
+}
 
+impl Plan<'_> {
     /// The attempts of this fetch, starting now.
     fn retries(&self) -> Retries<'_> {
         Retries::new(&self.options, self.retry_report.as_deref())
     }
 
+    /// The running digest of an attempt's data, when one is expected.
+    fn hashing(&self) -> Option<Hashing> {
+        self.expected.map(|_| Hashing::default())
+    }
+
     /// One attempt up to the response header, for a fetch that started at `start`: the
     /// connection and the file's size.
     fn connect(&self, start: Instant) -> Result<(Connection, u64)> {
-        let mut conn = Connection::open(self.host, self.port, self.name, &self.options, start)?;
-        let len = conn.read_header(self.name)?;
-        if let Some(limit) = self.options.max_size() {
-            if len > limit {
-                return Err(Error::TooLarge { size: len, limit });
-            }
-        }
+        let mut conn = Connection::open(&self.host, self.port, &self.name, &self.options, start)?;
+        let len = conn.read_header(&self.name, self.options.max_size())?;
         Ok((conn, len))
     }
-
-    /// The progress callback, or one that does nothing.
-    fn take_progress(&mut self) -> Progress<'a> {
-        self.progress
-            .take()
-            .unwrap_or_else(|| Box::new(|_, _| ControlFlow::Continue(())))
-    }
 }
 
-/// Checks a digest computed on the way against the one expected; `hash` is there exactly
-/// when `expected` is.
-fn verify(hash: Option<Hashing>, expected: Option<Sha256Digest>) -> Result<()> {
-    hash.map(|hash| hash.finish(expected)).transpose().map(drop)
-}
-
-/// A writer that counts the bytes it passed on.
-struct Counted<'w, W: Write + ?Sized> {
+/// A writer that counts the bytes it passed on: a blocking one, or one of tokio's.
+struct Counted<'w, W: ?Sized> {
     writer: &'w mut W,
     written: u64,
 }
@@ -314,6 +373,29 @@ impl<W: Write + ?Sized> Write for Counted<'_, W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.writer.flush()
+    }
+}
+
+impl<W: tokio::io::AsyncWrite + Unpin + ?Sized> tokio::io::AsyncWrite for Counted<'_, W> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut *this.writer).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written {
+            this.written += n as u64;
+        }
+        written
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().writer).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().writer).poll_shutdown(cx)
     }
 }
 
@@ -356,7 +438,7 @@ impl Response<'_> {
         let mut hash = self.expected.map(|_| Hashing::default());
         receive::receive_into(&mut self.conn, buf, &mut self.progress, hash.as_mut())?;
         self.conn.expect_end(self.len)?;
-        verify(hash, self.expected)
+        digest::check(hash, self.expected).map(drop)
     }
 }
 

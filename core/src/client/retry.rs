@@ -16,13 +16,13 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
 
-use super::connection::POLL;
-use super::options::{FetchOptions, InterruptCheck};
+use super::options::FetchOptions;
+use super::rules::POLL;
 use crate::config;
 use crate::error::{Error, Result, TimeoutPhase};
 
 /// Told of a retry besides the options' own hook: `(error, attempt, wait)`.
-pub(crate) type Report<'o> = &'o (dyn Fn(&Error, u32, Duration) + Send + 'o);
+pub(crate) type Report<'o> = &'o (dyn Fn(&Error, u32, Duration) + Send + Sync + 'o);
 
 /// The attempts of one fetch: when it started, and how long to wait before the next one.
 pub(crate) struct Retries<'o> {
@@ -61,6 +61,25 @@ impl<'o> Retries<'o> {
     /// time limit would pass during the wait), or [`Error::Interrupted`] when the interrupt
     /// check fires during the wait.
     pub(crate) fn again(&mut self, error: Error) -> Result<()> {
+        let end = self.wait(error)?;
+        while let Some(slice) = self.back_off(end)? {
+            std::thread::sleep(slice);
+        }
+        Ok(())
+    }
+
+    /// [`Retries::again`] on tokio: the wait is a timer, and dropping the future ends it.
+    pub(crate) async fn again_async(&mut self, error: Error) -> Result<()> {
+        let end = self.wait(error)?;
+        while let Some(slice) = self.back_off(end)? {
+            tokio::time::sleep(slice).await;
+        }
+        Ok(())
+    }
+
+    /// Decides after an attempt failed with `error`: when the next attempt is to start, or
+    /// the error to return (see [`Retries::again`]). Tells the hooks of a retry.
+    fn wait(&mut self, error: Error) -> Result<Instant> {
         self.failed += 1;
         if self.failed > self.options.retries() || !retryable(&error) {
             return Err(error);
@@ -81,7 +100,18 @@ impl<'o> Retries<'o> {
         if let Some(report) = self.report {
             report(&error, self.failed, wait);
         }
-        back_off(wait, self.options.interrupt())
+        Ok(Instant::now() + wait)
+    }
+
+    /// Waiting for the next attempt until `end`: the next slice to sleep (the poll interval
+    /// at most), `None` once it is time, or [`Error::Interrupted`] as soon as the interrupt
+    /// check says so.
+    fn back_off(&self, end: Instant) -> Result<Option<Duration>> {
+        if self.options.interrupt().is_some_and(|check| check()) {
+            return Err(Error::Interrupted);
+        }
+        let left = end.saturating_duration_since(Instant::now());
+        Ok((!left.is_zero()).then(|| left.min(POLL)))
     }
 }
 
@@ -131,22 +161,6 @@ fn jitter(delay: Duration, random: f64) -> Duration {
 fn random() -> f64 {
     let bits = RandomState::new().build_hasher().finish();
     (bits >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// Sleeps for `wait` in slices of the poll interval, stopping with [`Error::Interrupted`]
-/// as soon as the interrupt check says so.
-fn back_off(wait: Duration, interrupt: Option<&InterruptCheck>) -> Result<()> {
-    let end = Instant::now() + wait;
-    loop {
-        if interrupt.is_some_and(|check| check()) {
-            return Err(Error::Interrupted);
-        }
-        let left = end.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(());
-        }
-        std::thread::sleep(left.min(POLL));
-    }
 }
 
 #[cfg(test)]

@@ -27,6 +27,8 @@ use std::fs::File;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use prometheus_client::metrics::counter::Counter;
+
 use super::confine::{OpenError, Resolver, Root};
 use crate::protocol::{ResponseHeader, RESPONSE_HEADER_LEN};
 use crate::sys;
@@ -51,6 +53,8 @@ pub(crate) struct FileCache {
     /// How long a file must have gone unchanged for its response to be kept ([`SETTLED`]).
     settled: Duration,
     state: Mutex<State>,
+    /// The metrics' counters of hits and misses, if there are metrics.
+    counters: Option<(Counter, Counter)>,
 }
 
 #[derive(Debug, Default)]
@@ -113,6 +117,16 @@ impl FileCache {
             capacity,
             settled: SETTLED,
             state: Mutex::new(State::default()),
+            counters: None,
+        }
+    }
+
+    /// Counts each lookup (while the cache is on) in `hits` when it finds the file open,
+    /// in `misses` when the name has to be opened afresh.
+    pub(crate) fn counting(self, hits: Counter, misses: Counter) -> FileCache {
+        FileCache {
+            counters: Some((hits, misses)),
+            ..self
         }
     }
 
@@ -137,6 +151,9 @@ impl FileCache {
         if let Some((file, id, kept)) = self.lookup(name, now) {
             match still_leads_to(root, name, id) {
                 Some(stamp) => {
+                    if let Some((hits, _)) = &self.counters {
+                        hits.inc();
+                    }
                     let response = match kept {
                         Some((at, response)) if at == stamp => Some(response),
                         outdated => self.keep_response(name, &file, stamp, outdated.is_some()),
@@ -149,6 +166,9 @@ impl FileCache {
                 }
                 None => self.lock().remove(name),
             }
+        }
+        if let Some((_, misses)) = &self.counters {
+            misses.inc();
         }
         let (file, state) = match root.open_measured(name, resolver) {
             // Out of descriptors: the cache gives way before a request is refused. Files in
@@ -517,6 +537,37 @@ mod tests {
             Err(OpenError::NotRegular)
         ));
         assert_eq!(cache.len(), 0);
+    }
+
+    // Unix only, as reuse is (see above).
+    #[cfg(unix)]
+    #[test]
+    fn hits_and_misses_are_counted() {
+        let (dir, root) = setup();
+        std::fs::write(dir.path().join("a"), b"one").unwrap();
+        let (hits, misses) = (Counter::default(), Counter::default());
+        let cache = FileCache::new_for_tests(Duration::from_secs(60))
+            .counting(hits.clone(), misses.clone());
+        let t = Instant::now();
+        cache.open(&root, "a", Resolver::Native, t).unwrap();
+        assert_eq!((hits.get(), misses.get()), (0, 1));
+        cache.open(&root, "a", Resolver::Native, t).unwrap();
+        cache.open(&root, "a", Resolver::Native, t).unwrap();
+        assert_eq!((hits.get(), misses.get()), (2, 1));
+        // A name that does not lead to a file, a file replaced, an entry past its time: misses.
+        assert!(cache.open(&root, "missing", Resolver::Native, t).is_err());
+        std::fs::write(dir.path().join("a.new"), b"two").unwrap();
+        std::fs::rename(dir.path().join("a.new"), dir.path().join("a")).unwrap();
+        cache.open(&root, "a", Resolver::Native, t).unwrap();
+        let later = t + Duration::from_secs(61);
+        cache.open(&root, "a", Resolver::Native, later).unwrap();
+        assert_eq!((hits.get(), misses.get()), (2, 4));
+
+        // With the cache off nothing is counted.
+        let (hits, misses) = (Counter::<u64>::default(), Counter::<u64>::default());
+        let off = FileCache::new_for_tests(Duration::ZERO).counting(hits.clone(), misses.clone());
+        off.open(&root, "a", Resolver::Native, t).unwrap();
+        assert_eq!((hits.get(), misses.get()), (0, 0));
     }
 
     #[test]

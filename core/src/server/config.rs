@@ -1,12 +1,13 @@
 //! How a server behaves: [`ServerConfig`], read-only once built, and [`ServerConfigBuilder`],
 //! which checks every value when it builds it.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::access::{AccessRule, Cidr};
 use crate::config::{self, check_count, check_duration};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// How a server behaves. [`ServerConfig::new`] gives the defaults;
 /// [`ServerConfig::builder`] sets others.
@@ -38,6 +39,7 @@ pub struct ServerConfig {
     max_per_address: usize,
     rate_limit: u64,
     total_rate_limit: u64,
+    metrics: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +60,7 @@ impl Default for ServerConfig {
             max_per_address: config::MAX_PER_ADDRESS,
             rate_limit: config::RATE_LIMIT,
             total_rate_limit: config::TOTAL_RATE_LIMIT,
+            metrics: None,
         }
     }
 }
@@ -150,6 +153,12 @@ impl ServerConfig {
     /// Most bytes a second the whole server sends (0: no limit).
     pub fn total_rate_limit(&self) -> u64 {
         self.total_rate_limit
+    }
+
+    /// Where the metrics are served over HTTP, if they are (see
+    /// [`ServerConfigBuilder::metrics`]).
+    pub fn metrics(&self) -> Option<SocketAddr> {
+        self.metrics
     }
 }
 
@@ -314,6 +323,31 @@ impl ServerConfigBuilder {
         self
     }
 
+    /// Serves the server's metrics at `addr` (`None`, the default: no metrics), in the
+    /// OpenMetrics text format that Prometheus scrapes, to HTTP `GET /metrics` (404 for any
+    /// other path, 405 for any other method; each connection is closed after its response).
+    /// Port 0 picks a free port: see [`Server::metrics_addr`](crate::Server::metrics_addr).
+    ///
+    /// The metrics: `filefetch_requests_total` by `outcome` (how each connection ended, as
+    /// its log line says: `sent`, `not_found`, `refused`, `too_many`, `request_timeout`...),
+    /// `filefetch_sent_bytes_total` (file data), `filefetch_active_connections`,
+    /// `filefetch_file_cache_hits_total` and `filefetch_file_cache_misses_total` (while the
+    /// [open-file cache](ServerConfigBuilder::file_cache) is on),
+    /// `filefetch_connections_refused_total` by `reason` (`access_rule`,
+    /// `per_address_limit`) and the histogram `filefetch_request_duration_seconds` (accept
+    /// to close, buckets from 0.5 ms to 60 s).
+    ///
+    /// The address is listened on when the server is bound, and closed when the server
+    /// stops accepting (at the start of a graceful shutdown too). A scraper's request line
+    /// and headers (8 KiB at most) must arrive within the
+    /// [request timeout](ServerConfigBuilder::request_timeout), and the response leave
+    /// within the [send timeout](ServerConfigBuilder::send_timeout). Anyone who can reach
+    /// the address can read the metrics: keep it on loopback or a private network.
+    pub fn metrics(mut self, addr: impl Into<Option<SocketAddr>>) -> Self {
+        self.0.metrics = addr.into();
+        self
+    }
+
     /// The configuration, or [`Error::InvalidOption`](crate::Error::InvalidOption) naming
     /// the first value out of range.
     pub fn build(self) -> Result<ServerConfig> {
@@ -335,6 +369,55 @@ impl ServerConfigBuilder {
             0,
             config::MAX_CONNECTIONS_LIMIT,
         )?;
+        if let Some(addr) = c.metrics {
+            check_listenable("metrics", addr)?;
+        }
         Ok(c)
+    }
+}
+
+/// Checks that `addr` is one a TCP socket can listen on: not a multicast or broadcast
+/// address.
+fn check_listenable(option: &'static str, addr: SocketAddr) -> Result<()> {
+    let ip = addr.ip();
+    if ip.is_multicast() || ip == IpAddr::from([255, 255, 255, 255]) {
+        return Err(Error::invalid(
+            option,
+            format!("{addr}: a multicast or broadcast address cannot be listened on"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_metrics_address_is_checked() {
+        let config = ServerConfig::builder().build().unwrap();
+        assert_eq!(config.metrics(), None);
+        let addr: SocketAddr = "127.0.0.1:9100".parse().unwrap();
+        let config = ServerConfig::builder().metrics(addr).build().unwrap();
+        assert_eq!(config.metrics(), Some(addr));
+        // Off again.
+        let config = config.to_builder().metrics(None).build().unwrap();
+        assert_eq!(config.metrics(), None);
+        for bad in ["224.0.0.1:9100", "255.255.255.255:9100", "[ff02::1]:9100"] {
+            let err = ServerConfig::builder()
+                .metrics(bad.parse::<SocketAddr>().unwrap())
+                .build()
+                .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::InvalidOption {
+                        option: "metrics",
+                        ..
+                    }
+                ),
+                "{bad}: {err}"
+            );
+        }
     }
 }

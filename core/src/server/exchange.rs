@@ -16,6 +16,7 @@ use tokio::time::{timeout, timeout_at};
 use super::access::{judge, AccessRule, Denied, PerAddress, Slot};
 use super::cache::FileCache;
 use super::confine::{check_name, OpenError, Resolver, Root};
+use super::metrics::{Ending, Metrics};
 use super::pace::{self, Pace};
 use super::proxy;
 use super::send::{send_file, send_not_found, Paths, SendError};
@@ -41,6 +42,8 @@ pub(super) struct Ctx {
     pub(super) rate_limit: u64,
     /// The whole server's rate limit, if there is one.
     pub(super) total_rate: Option<pace::Shared>,
+    /// The server's metrics, if they are on.
+    pub(super) metrics: Option<Arc<Metrics>>,
 }
 
 /// Where files come from.
@@ -73,6 +76,29 @@ enum Outcome {
     /// The object store failed or did not answer (StatusCode 0 was sent).
     #[cfg(feature = "object-store")]
     StoreFailed(String),
+}
+
+impl Outcome {
+    /// The outcome as the metrics label it.
+    fn ending(&self) -> Ending {
+        match self {
+            Outcome::Sent => Ending::Sent,
+            Outcome::NotFound(_) => Ending::NotFound,
+            Outcome::Unavailable(_) => Ending::Unavailable,
+            Outcome::BadRequest(_) => Ending::BadRequest,
+            Outcome::BadProxyHeader(_) => Ending::BadProxyHeader,
+            Outcome::Refused(_) => Ending::Refused,
+            Outcome::TooMany(_) => Ending::TooMany,
+            Outcome::RequestTimeout => Ending::RequestTimeout,
+            Outcome::RequestCut(_) => Ending::RequestCut,
+            Outcome::ClientGone(_) => Ending::ClientGone,
+            Outcome::Stalled => Ending::Stalled,
+            Outcome::Shrank => Ending::Shrank,
+            Outcome::ReadFailed(_) => Ending::ReadFailed,
+            #[cfg(feature = "object-store")]
+            Outcome::StoreFailed(_) => Ending::StoreFailed,
+        }
+    }
 }
 
 impl fmt::Display for Outcome {
@@ -119,6 +145,14 @@ impl fmt::Display for Outcome {
     }
 }
 
+impl Outcome {
+    /// The outcome in one word, the log line's `outcome` field, for programs that read the
+    /// log: the message beside it is for people and varies with the details.
+    fn word(&self) -> &'static str {
+        self.ending().label()
+    }
+}
+
 /// What the log line of a connection reports besides its outcome.
 struct Record {
     /// Whom the connection is for: the peer, or the client a PROXY header names.
@@ -155,6 +189,8 @@ pub(super) async fn connection(
     permit: OwnedSemaphorePermit,
 ) {
     let start = Instant::now();
+    // Counted as open until it is closed, or dropped in any other way.
+    let active = ctx.metrics.as_deref().map(Metrics::opened);
     let mut record = Record::new(peer);
     let outcome = exchange(&mut sock, &ctx, start, &mut record).await;
     match outcome {
@@ -168,6 +204,12 @@ pub(super) async fn connection(
         }
         _ => {}
     }
+    // Counted before the close, so that a client that has seen the connection end finds it
+    // in the metrics.
+    if let Some(metrics) = &ctx.metrics {
+        metrics.ended(outcome.ending(), record.bytes, start.elapsed());
+    }
+    drop(active);
     drop(sock);
     drop(record.slot.take());
     drop(permit);
@@ -181,12 +223,12 @@ pub(super) async fn connection(
     match outcome {
         Outcome::Sent | Outcome::NotFound(_) => tracing::info!(
             target: "filefetch::server",
-            peer = %record.client, via = record.via.map(tracing::field::display), name = ?name, status = %status, bytes = record.bytes, ms = format_args!("{ms:.1}"),
+            peer = %record.client, via = record.via.map(tracing::field::display), name = ?name, status = %status, bytes = record.bytes, ms = format_args!("{ms:.1}"), outcome = %outcome.word(),
             "{outcome}"
         ),
         _ => tracing::warn!(
             target: "filefetch::server",
-            peer = %record.client, via = record.via.map(tracing::field::display), name = ?name, status = %status, bytes = record.bytes, ms = format_args!("{ms:.1}"),
+            peer = %record.client, via = record.via.map(tracing::field::display), name = ?name, status = %status, bytes = record.bytes, ms = format_args!("{ms:.1}"), outcome = %outcome.word(),
             "{outcome}"
         ),
     }
@@ -306,8 +348,10 @@ async fn exchange(sock: &mut Sock, ctx: &Ctx, start: Instant, record: &mut Recor
                     let refusal = Outcome::NotFound(e.to_string());
                     refuse(sock, ctx, record, refusal, &mut pace).await
                 }
-                Ok(name) => from_store(sock, ctx, store, name, record, &mut pace).await,
-            }
+                // Boxed: the store's request state is large, and unboxed it would take
+                // room in every connection's future, idle ones included.
+                Ok(name) => Box::pin(from_store(sock, ctx, store, name, record, &mut pace)).await,
+            };
         }
     };
     let file = match check_name(raw) {
@@ -390,7 +434,7 @@ async fn from_store(
     record: &mut Record,
     pace: &mut Pace<'_>,
 ) -> Outcome {
-    use super::store::{chunks, Missing};
+    use super::store::Missing;
 
     let object = match timeout(ctx.send_timeout, store.get(name)).await {
         Ok(Ok(object)) => object,
@@ -414,7 +458,7 @@ async fn from_store(
     match super::send::send_stream(
         sock,
         len,
-        chunks(object.body),
+        object.body,
         ctx.send_timeout,
         pace,
         &mut record.bytes,
@@ -542,6 +586,7 @@ mod tests {
             per_address: None,
             rate_limit: 0,
             total_rate: None,
+            metrics: None,
         };
         let (mut sock, probe, mut client) = accepted();
         assert!(!quick_ack(&probe));

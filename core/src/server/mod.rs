@@ -14,7 +14,9 @@
 //! - `send`: the response's paths to the socket; `socket`: the accepted socket;
 //! - `proxy`: the PROXY protocol header a load balancer may put before the request;
 //! - `access`: who may connect (access rules, connections per address); `pace`: rate
-//!   limits; `activation`: listening sockets handed over by systemd.
+//!   limits; `activation`: listening sockets handed over by systemd;
+//! - `metrics`: the counters, gauges and histogram of the server, and the HTTP endpoint
+//!   that serves them.
 
 use std::fmt;
 use std::future::Future;
@@ -37,6 +39,7 @@ mod cache;
 mod config;
 pub mod confine;
 mod exchange;
+mod metrics;
 mod pace;
 mod proxy;
 mod send;
@@ -53,6 +56,7 @@ use access::PerAddress;
 use cache::{FileCache, CAPACITY as CACHE_CAPACITY};
 use confine::{Resolver, Root};
 use exchange::{connection, Ctx, Source};
+use metrics::Metrics;
 
 use crate::error::{Error, Result};
 use crate::sys;
@@ -98,12 +102,15 @@ pub struct Server {
     connection_limit: usize,
     ctx: Arc<Ctx>,
     handle: ServerHandle,
+    /// The metrics' listening socket and its address, if metrics are on.
+    metrics: Option<(std::net::TcpListener, SocketAddr)>,
 }
 
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
             .field("addrs", &self.addrs)
+            .field("metrics_addr", &self.metrics_addr())
             .field("config", &self.config)
             .finish()
     }
@@ -132,7 +139,10 @@ impl Server {
             );
             listeners.push(listener);
         }
-        Ok(Self::with_listeners(listeners, bound, source, config))
+        let metrics = listen_metrics(&config, &bound)?;
+        Ok(Self::with_listeners(
+            listeners, bound, source, config, metrics,
+        ))
     }
 
     /// Serves on listening sockets opened elsewhere: by a service manager (see
@@ -154,15 +164,20 @@ impl Server {
             bound.push(listener.local_addr().map_err(io)?);
             adopt(listener).map_err(io)?;
         }
-        Ok(Self::with_listeners(listeners, bound, source, config))
+        let metrics = listen_metrics(&config, &bound)?;
+        Ok(Self::with_listeners(
+            listeners, bound, source, config, metrics,
+        ))
     }
 
-    /// The server for `listeners` (listening at `bound`), serving from `source`.
+    /// The server for `listeners` (listening at `bound`), serving from `source`, with its
+    /// metrics listening on `metrics` if they are on.
     fn with_listeners(
         listeners: Vec<std::net::TcpListener>,
         bound: Vec<SocketAddr>,
         source: Source,
         config: ServerConfig,
+        metrics: Option<(std::net::TcpListener, SocketAddr)>,
     ) -> Server {
         let (cache_capacity, connection_limit) =
             descriptor_budget(config.max_connections(), sys::descriptor_limit());
@@ -172,16 +187,22 @@ impl Server {
                 sys::descriptor_limit().unwrap_or(0)
             );
         }
+        let counters = metrics.as_ref().map(|_| Arc::new(Metrics::new()));
+        let mut files = FileCache::new(
+            if sys::CAN_REPLACE_OPEN_FILES {
+                config.file_cache()
+            } else {
+                Duration::ZERO
+            },
+            cache_capacity,
+        );
+        if let Some(counters) = &counters {
+            let (hits, misses) = counters.cache_counters();
+            files = files.counting(hits, misses);
+        }
         let ctx = Arc::new(Ctx {
             source,
-            files: FileCache::new(
-                if sys::CAN_REPLACE_OPEN_FILES {
-                    config.file_cache()
-                } else {
-                    Duration::ZERO
-                },
-                cache_capacity,
-            ),
+            files,
             request_timeout: config.request_timeout(),
             send_timeout: config.send_timeout(),
             resolver: if config.portable() {
@@ -197,6 +218,7 @@ impl Server {
             rate_limit: config.rate_limit(),
             total_rate: (config.total_rate_limit() > 0)
                 .then(|| pace::Shared::new(config.total_rate_limit())),
+            metrics: counters,
         });
         let (state, _) = watch::channel(State::Running);
         Server {
@@ -208,6 +230,7 @@ impl Server {
             handle: ServerHandle {
                 state: Arc::new(state),
             },
+            metrics,
         }
     }
 
@@ -219,6 +242,12 @@ impl Server {
     /// Every address the server listens on.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Where the metrics are served (with the real port), if they are on (see
+    /// [`ServerConfigBuilder::metrics`]).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|&(_, addr)| addr)
     }
 
     /// How many connections the server handles at once: the configured limit, or fewer if
@@ -260,6 +289,7 @@ impl Server {
     /// Runs the server on a background thread; the returned value stops it when dropped.
     pub fn spawn(self) -> Result<BackgroundServer> {
         let addrs = self.addrs.clone();
+        let metrics_addr = self.metrics_addr();
         let handle = self.handle();
         let ended = Arc::new(Ended::default());
         let on_exit = SetOnDrop(ended.clone());
@@ -272,6 +302,7 @@ impl Server {
             .map_err(|source| Error::Io { path: None, source })?;
         Ok(BackgroundServer {
             addrs,
+            metrics_addr,
             handle,
             ended,
             thread: Some(thread),
@@ -300,6 +331,18 @@ impl Server {
         }
         if !self.ctx.files.ttl().is_zero() {
             accepting.spawn(sweep_files(self.ctx.clone()));
+        }
+        // The metrics listen as long as the server accepts: aborted with the accept loops,
+        // the task closes its socket and drops the scrapes under way.
+        if let (Some((listener, _)), Some(counters)) = (self.metrics, &self.ctx.metrics) {
+            let listener = tokio::net::TcpListener::from_std(listener)
+                .map_err(|source| Error::Io { path: None, source })?;
+            accepting.spawn(metrics::serve(
+                listener,
+                counters.clone(),
+                self.config.request_timeout(),
+                self.config.send_timeout(),
+            ));
         }
         let stop = match state.wait_for(|s| *s != State::Running).await {
             Ok(s) => *s,
@@ -333,6 +376,7 @@ impl Server {
 #[derive(Debug)]
 pub struct BackgroundServer {
     addrs: Vec<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     handle: ServerHandle,
     ended: Arc<Ended>,
     thread: Option<JoinHandle<Result<()>>>,
@@ -349,6 +393,11 @@ impl BackgroundServer {
         &self.addrs
     }
 
+    /// Where the metrics are served, if they are on (see [`ServerConfigBuilder::metrics`]).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
     /// A handle to stop the server from anywhere.
     pub fn handle(&self) -> ServerHandle {
         self.handle.clone()
@@ -362,6 +411,21 @@ impl BackgroundServer {
     /// Waits until the server thread has ended or `limit` has passed; true if it has ended.
     pub fn wait_timeout(&self, limit: Duration) -> bool {
         self.ended.wait(limit)
+    }
+
+    /// Completes once the server thread has ended (when [`is_finished`] turns true): the
+    /// end of a stop, or of an error, awaited on any executor without a thread waiting. The
+    /// future borrows nothing and may outlive `self`; [`join`] then returns at once, with
+    /// how the server ended.
+    ///
+    /// [`is_finished`]: BackgroundServer::is_finished
+    /// [`join`]: BackgroundServer::join
+    pub fn finished(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut ended = self.ended.announced.subscribe();
+        async move {
+            // Closed, every sender gone, only after the thread's end was announced.
+            let _ = ended.wait_for(|ended| *ended).await;
+        }
     }
 
     /// Stops gracefully (transfers in flight may finish within the grace period) and waits.
@@ -410,17 +474,20 @@ impl Drop for BackgroundServer {
 }
 
 /// Set once a server thread has ended, however it ended, so that it can be waited for with a
-/// time limit.
+/// time limit, or awaited.
 #[derive(Debug, Default)]
 struct Ended {
     ended: Mutex<bool>,
     changed: Condvar,
+    /// The same, for futures.
+    announced: watch::Sender<bool>,
 }
 
 impl Ended {
     fn set(&self) {
         *self.ended.lock().unwrap_or_else(PoisonError::into_inner) = true;
         self.changed.notify_all();
+        self.announced.send_replace(true);
     }
 
     fn is_set(&self) -> bool {
@@ -493,6 +560,40 @@ fn open_source(config: &ServerConfig) -> Result<Source> {
     }
     let root = Root::new(config.root()).map_err(|e| Error::io(config.root(), e))?;
     Ok(Source::Dir(root))
+}
+
+/// Listens on the metrics' address, if they are on; `serving` are the addresses files are
+/// served on, which the metrics may not share.
+fn listen_metrics(
+    config: &ServerConfig,
+    serving: &[SocketAddr],
+) -> Result<Option<(std::net::TcpListener, SocketAddr)>> {
+    let Some(addr) = config.metrics() else {
+        return Ok(None);
+    };
+    if let Some(clash) = serving.iter().find(|&&s| same_port(addr, s)) {
+        return Err(Error::invalid(
+            "metrics",
+            format!("{addr}: files are served on {clash}; the metrics need a port of their own"),
+        ));
+    }
+    let failed = |e: std::io::Error| Error::Bind {
+        addr,
+        source: std::io::Error::new(e.kind(), format!("metrics endpoint: {e}")),
+    };
+    let listener = listen(addr).map_err(failed)?;
+    let bound = listener.local_addr().map_err(failed)?;
+    Ok(Some((listener, bound)))
+}
+
+/// Whether listening on `a` would take a port that `b` listens on: the same port (not 0),
+/// on the same address or where either takes every address of its family (or `[::]`, of
+/// both families).
+fn same_port(a: SocketAddr, b: SocketAddr) -> bool {
+    let every = |x: SocketAddr, y: SocketAddr| {
+        x.ip().is_unspecified() && (x.is_ipv6() || x.is_ipv4() == y.is_ipv4())
+    };
+    a.port() != 0 && a.port() == b.port() && (a.ip() == b.ip() || every(a, b) || every(b, a))
 }
 
 fn no_listener() -> Error {
@@ -609,6 +710,61 @@ mod budget_tests {
 }
 
 #[cfg(test)]
+mod metrics_listener_tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_metrics_may_not_take_a_served_port() {
+        assert!(same_port(addr("127.0.0.1:5000"), addr("127.0.0.1:5000")));
+        assert!(same_port(addr("0.0.0.0:5000"), addr("127.0.0.1:5000")));
+        assert!(same_port(addr("127.0.0.1:5000"), addr("0.0.0.0:5000")));
+        assert!(same_port(addr("[::]:5000"), addr("127.0.0.1:5000")));
+        assert!(same_port(addr("[::1]:5000"), addr("[::]:5000")));
+        assert!(!same_port(addr("127.0.0.1:5001"), addr("127.0.0.1:5000")));
+        assert!(!same_port(addr("127.0.0.2:5000"), addr("127.0.0.1:5000")));
+        assert!(!same_port(addr("0.0.0.0:5000"), addr("[::1]:5000")));
+        // Port 0 is a free port, never one taken.
+        assert!(!same_port(addr("127.0.0.1:0"), addr("127.0.0.1:0")));
+    }
+
+    #[test]
+    fn binding_fails_on_a_served_port_or_one_taken() {
+        let root = tempfile::tempdir().unwrap();
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken_addr = taken.local_addr().unwrap();
+        let config = ServerConfig::builder()
+            .root(root.path())
+            .metrics(taken_addr)
+            .build()
+            .unwrap();
+        let err = Server::bind(addr("127.0.0.1:0"), config.clone()).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            matches!(err, Error::Bind { addr, .. } if addr == taken_addr),
+            "{message}"
+        );
+        assert!(message.contains(&taken_addr.to_string()), "{message}");
+        assert!(message.contains("metrics"), "{message}");
+        // The port files are served on.
+        let err = Server::from_listeners(vec![taken], config).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidOption {
+                    option: "metrics",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+}
+
+#[cfg(test)]
 mod listener_tests {
     use super::*;
 
@@ -632,5 +788,62 @@ mod listener_tests {
         );
         assert_eq!(got.unwrap(), b"adopted");
         server.abort().unwrap();
+    }
+}
+
+#[cfg(test)]
+mod finished_tests {
+    use super::*;
+
+    /// Longer than any stop takes; reached only when something is broken.
+    const PATIENCE: Duration = Duration::from_secs(30);
+
+    fn spawned(root: &std::path::Path) -> BackgroundServer {
+        let config = ServerConfig::builder().root(root).build().unwrap();
+        Server::bind("127.0.0.1:0".parse().unwrap(), config)
+            .unwrap()
+            .spawn()
+            .unwrap()
+    }
+
+    #[test]
+    fn finished_completes_when_the_server_thread_ends() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("a.txt"), b"served").unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+
+        // Pending while the server serves; complete once a stop has ended it.
+        let server = spawned(root.path());
+        let port = server.local_addr().port();
+        let finished = server.finished();
+        let mut finished = std::pin::pin!(finished);
+        runtime.block_on(async {
+            let waited = timeout(Duration::from_millis(100), finished.as_mut()).await;
+            assert!(waited.is_err(), "finished before any stop");
+        });
+        let got = crate::fetch_bytes("127.0.0.1", port, "a.txt", &crate::FetchOptions::new());
+        assert_eq!(got.unwrap(), b"served");
+        server.handle().shutdown();
+        runtime.block_on(async {
+            let waited = timeout(PATIENCE, finished.as_mut()).await;
+            assert!(waited.is_ok(), "not finished after a shutdown");
+        });
+        assert!(server.is_finished());
+        // Made after the end, it is complete at once; and the server ended well.
+        runtime.block_on(async {
+            assert!(timeout(PATIENCE, server.finished()).await.is_ok());
+        });
+        server.join().unwrap();
+
+        // A future outlives its server: dropping the server stops it, which completes it.
+        let server = spawned(root.path());
+        let finished = server.finished();
+        drop(server);
+        runtime.block_on(async {
+            assert!(timeout(PATIENCE, finished).await.is_ok());
+        });
     }
 }

@@ -228,14 +228,17 @@ async fn wait_writable(sock: &mut Sock, stall: Duration) -> Result<(), SendError
 /// source that fails, stalls past `stall`, or ends short or long cuts the transfer before
 /// `len` bytes: the client sees it incomplete.
 #[cfg(feature = "object-store")]
-pub(crate) async fn send_stream(
+pub(crate) async fn send_stream<E>(
     sock: &mut Sock,
     len: u32,
-    mut body: futures_util::stream::BoxStream<'static, io::Result<bytes::Bytes>>,
+    mut body: impl futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
     stall: Duration,
     pace: &mut Pace<'_>,
     sent: &mut u64,
-) -> Result<(), SendError> {
+) -> Result<(), SendError>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
     use futures_util::StreamExt;
 
     let total = u64::from(len);
@@ -253,20 +256,19 @@ pub(crate) async fn send_stream(
         let chunk = match next {
             None => break,
             Some(Ok(chunk)) => chunk,
-            Some(Err(e)) => return Err(SendError::File(e)),
+            Some(Err(e)) => return Err(SendError::File(io::Error::other(e))),
         };
         if *sent + chunk.len() as u64 > total {
             return Err(SendError::File(io::Error::other(
                 "the object grew while being sent",
             )));
         }
-        match header.take() {
-            // The header leaves with the first chunk of data, in one write.
-            Some(header) => {
-                write_all(sock, &[&header[..], &chunk].concat(), stall, false, pace).await?
-            }
-            None => write_all(sock, &chunk, stall, false, pace).await?,
+        if let Some(header) = header.take() {
+            // Held back (`MSG_MORE` on Linux) until the first chunk's write, so that both
+            // leave together without copying the chunk behind the header.
+            write_all(sock, &header, stall, true, pace).await?;
         }
+        write_all(sock, &chunk, stall, false, pace).await?;
         *sent += chunk.len() as u64;
     }
     if let Some(header) = header {
@@ -375,8 +377,8 @@ fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> Result<(),
 
 /// Writes all of `buf` (a response kept in memory, or a header); each write must make
 /// progress within `stall`. Writes that fit in the socket's buffer go out at once, without
-/// a trip through the event loop. `last` marks the end of the response, held for the close
-/// that follows (see [`Sock::try_write_last`]).
+/// a trip through the event loop. `last` holds the bytes back for what follows (see
+/// [`Sock::try_write_last`]): the close after the end of a response, or the next write.
 async fn write_all(
     sock: &mut Sock,
     mut buf: &[u8],

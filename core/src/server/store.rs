@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
-use futures_util::StreamExt;
 use object_store::path::Path as Key;
 use object_store::{ClientOptions, GetOptions, ObjectStore, RetryConfig};
 
@@ -70,6 +69,9 @@ impl Store {
             "s3" => {
                 let allow_http = std::env::var("AWS_ALLOW_HTTP")
                     .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true"));
+                // The HTTP client's TLS takes the process's default provider: ring, unless the
+                // program around us has already installed one (then that one stays).
+                let _ = rustls::crypto::ring::default_provider().install_default();
                 let store = object_store::aws::AmazonS3Builder::from_env()
                     .with_url(url)
                     .with_client_options(
@@ -135,14 +137,6 @@ impl Store {
             Err(e) => Err(Missing::Store(e.to_string())),
         }
     }
-}
-
-/// Maps `body` to plain I/O errors, for the send path.
-pub(crate) fn chunks(
-    body: BoxStream<'static, object_store::Result<Bytes>>,
-) -> BoxStream<'static, std::io::Result<Bytes>> {
-    body.map(|chunk| chunk.map_err(std::io::Error::other))
-        .boxed()
 }
 
 #[cfg(test)]

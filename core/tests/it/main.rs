@@ -2,11 +2,13 @@
 //! (`stalled_memory` is a binary of its own: it measures this process's memory, which the
 //! other tests running beside it would disturb.)
 
+mod async_client;
 mod client_faults;
 mod confinement;
 mod hostile;
 mod integrity;
 mod many;
+mod metrics;
 mod proxy_protocol;
 mod rate_limit;
 mod receive_paths;

@@ -190,7 +190,7 @@ fn several_files_need_an_output_directory() {
 #[test]
 fn jobs_are_checked_by_the_library() {
     let server = TestServer::start();
-    for jobs in [0, filefetch::client::MAX_JOBS + 1] {
+    for jobs in [0, filefetch::config::MAX_JOBS + 1] {
         let err = FetchMany::new("127.0.0.1", server.port())
             .file("a")
             .jobs(jobs)

@@ -5,19 +5,33 @@
 # buffered send path every system other than Linux uses), alternating with the others, and
 # scenario 4 measures both servers holding 2,000 stalled clients.
 #
+# Scenario 3 (1 KiB files, 32 clients, a connection per request) measures each server's CPU
+# time per request (user + system, from /proc, over the server's threads and processes) and
+# compares it with a floor server (bench/floor.c, compiled here with gcc -O2: blocking
+# accept, read the request, one write of header + 1 KiB from memory, close; one thread, no
+# logging), which runs in the same rounds: filefetch, nginx, floor, filefetch-portable.
+# Requests/s and latency are recorded too, but on 2 cores the load generator shares the CPU
+# with the server, so they measure both. After the timed rounds, strace -f -c is attached to
+# the filefetch server and to the floor for BENCH_STRACE_SECS seconds of the same load and
+# each system call's count is divided by the requests served meanwhile.
+#
 #   ./bench/run.sh            # everything, 5 runs of each timed scenario (about 3 to 7 minutes)
 #   BENCH_RUNS=3 ./bench/run.sh
+#   BENCH_RUNS=1 BENCH_LOAD_SECS=1 ./bench/run.sh   # a quick check that everything runs
 #
-# Installs what it lacks (nginx-light, curl, iperf3, time: system packages; matplotlib in
-# bench/.venv), builds the release binaries, runs every scenario alternating the subjects,
-# then prints a table of medians and ratios and writes bench/results/latest.{md,png,tsv}.
-# Every process it starts is stopped on exit, whatever the exit.
+# Installs what it lacks (nginx-light, curl, iperf3, time, strace, gcc: system packages;
+# matplotlib in bench/.venv), builds the release binaries and the floor, runs every scenario
+# alternating the subjects, then prints a table of medians and ratios (and the system calls
+# per request) and writes bench/results/latest.{md,png,tsv}. Every process it starts is
+# stopped on exit, whatever the exit.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$HERE")
 RUNS=${BENCH_RUNS:-5}
 LOAD_SECS=${BENCH_LOAD_SECS:-5}
+# How long the load generator runs while strace counts the servers' system calls.
+STRACE_SECS=${BENCH_STRACE_SECS:-2}
 BIG_MIB=1024
 # Scenario 4's stalled clients: how many, and how long the load generator holds them (the
 # server's RSS is read within that time, once it has settled).
@@ -57,6 +71,8 @@ install_packages() {
     command -v curl >/dev/null || missing+=(curl)
     command -v iperf3 >/dev/null || missing+=(iperf3)
     [[ -x /usr/bin/time ]] || missing+=(time)
+    command -v strace >/dev/null || missing+=(strace)
+    command -v gcc >/dev/null || missing+=(gcc)
     command -v python3 >/dev/null || missing+=(python3 python3-venv)
     ((${#missing[@]} == 0)) && return
     say "installing ${missing[*]}"
@@ -204,6 +220,54 @@ loadgen() { # scenario subject server-pid args...
         "$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$requests" 'BEGIN { printf "%.2f", t * 1e6 / hz / (n > 0 ? n : 1) }')"
 }
 
+# Scenario 3's floor (bench/floor.c): the kernel's per-connection work and nothing else.
+start_floor() { # port
+    "$WORK/floor" "$1" &
+    FLOOR_PID=$!
+    PIDS+=("$FLOOR_PID")
+    wait_port "$1"
+}
+
+# Counts a server's system calls per request: strace -f -c attached to it (all its threads)
+# while the load generator runs STRACE_SECS seconds of scenario 3's load against it, then
+# detached (SIGTERM: strace detaches and writes its summary), leaving the server running.
+# Each call's count is divided by the requests served meanwhile. Tracing slows every call
+# several times over, so the requests/s under strace mean nothing; the counts do, and the
+# times only as shares (those of calls that wait, such as futex or epoll_wait, include the
+# waiting).
+syscalls_per_request() { # subject pid port
+    local subject=$1 pid=$2 port=$3 out=$WORK/strace.$1 line requests st i
+    : >"$out.err"
+    timeout -k 5 120 strace -f -c -p "$pid" -o "$out.txt" 2>"$out.err" &
+    st=$!
+    PIDS+=("$st")
+    for ((i = 0; i < 200; i++)); do grep -qs attached "$out.err" && break; sleep 0.05; done
+    if ! grep -qs attached "$out.err"; then
+        stop "$st"
+        echo "bench: strace could not attach to $subject: $(cat "$out.err")" >&2
+        return 0
+    fi
+    line=$(timeout 60 "$LOADGEN" run --addr "127.0.0.1:$port" --proto filefetch --name 1k.bin \
+        --concurrency 32 --seconds "$STRACE_SECS" --expect-bytes 1024 2>>"$WORK/loadgen.err" | tail -1) || true
+    stop "$st"
+    kill -0 "$pid" 2>/dev/null || die "$subject stopped while strace was attached"
+    wait_port "$port" # still serving, strace gone
+    [[ $line == requests=* ]] || die "load generator failed under strace: $(tail -3 "$WORK/loadgen.err")"
+    requests=${line#requests=}
+    requests=${requests%% *}
+    ((requests > 0)) || die "no requests served to $subject under strace"
+    rec s3 "$subject" strace_requests "$requests"
+    rec s3 "$subject" strace_errors "$(sed -n 's/.* errors=\([0-9]*\).*/\1/p' <<<"$line")"
+    # strace -c's table: % time, seconds, usecs/call, calls, [errors,] syscall.
+    awk -v n="$requests" '
+        $1 ~ /^[0-9.]+$/ && $NF != "total" && (NF == 5 || NF == 6) {
+            printf "syscalls_per_request:%s\t%.4f\n", $NF, $4 / n
+            printf "syscall_time_pct:%s\t%s\n", $NF, $1
+            printf "syscall_us_per_call:%s\t%s\n", $NF, $3
+        }' "$out.txt" |
+        while IFS=$'\t' read -r metric value; do rec s3 "$subject" "$metric" "$value"; done
+}
+
 # ---------------------------------------------------------------- set-up
 install_packages
 setup_venv
@@ -224,6 +288,7 @@ RAW=$WORK/raw.tsv
 mkdir -p "$WORK/root" "$RESULTS"
 chmod 755 "$WORK" # nginx's workers run as an unprivileged user
 : >"$RAW"
+gcc -O2 -o "$WORK/floor" "$HERE/floor.c" || die "cannot compile bench/floor.c"
 
 rec meta machine cpu "$(lscpu | sed -n 's/^Model name: *//p' | head -1)"
 rec meta machine cores "$(nproc)"
@@ -235,6 +300,15 @@ rec meta machine nginx "$(nginx -v 2>&1 | sed 's|.*/||')"
 rec meta machine curl "$(curl --version | head -1 | cut -d' ' -f2)"
 rec meta machine iperf3 "$(iperf3 --version | head -1 | cut -d' ' -f2)"
 rec meta machine python "$(python3 --version | cut -d' ' -f2)"
+rec meta machine strace "$(strace -V | head -1 | awk '{ print $NF }')"
+# nginx's access log, as bench/nginx.conf.in sets it (the report says which).
+access_log=$(sed -n 's/^[[:space:]]*access_log[[:space:]]\{1,\}\([^;]*\);.*/\1/p' "$HERE/nginx.conf.in" | head -1)
+case $access_log in
+"" | off) access_log="off" ;;
+*buffer=* | *flush=*) access_log="on, buffered ($access_log)" ;;
+*) access_log="on, unbuffered: a write per request" ;;
+esac
+rec meta suite nginx_access_log "$access_log"
 rec meta machine loadavg_start "$(cut -d' ' -f1-3 /proc/loadavg)"
 rec meta machine date "$(date -u +%Y-%m-%dT%H:%MZ)"
 rec meta suite runs "$RUNS"
@@ -255,6 +329,7 @@ cp "$ORIGINAL/server.py" "$ORIGINAL/client.py" "$WORK/"
 FF_PORT=$(free_port)
 FFP_PORT=$(free_port)
 NGINX_PORT=$(free_port)
+FLOOR_PORT=$(free_port)
 start_nginx "$NGINX_PORT"
 
 # The second filefetch server, on the portable (buffered) send path; its PID is FFP_PID.
@@ -349,17 +424,25 @@ stop "$FF_PID"
 say "scenario 3: 1 KiB files, 32 clients, a connection per file (${LOAD_SECS} s x $RUNS each)"
 start_portable
 start_filefetch "$FF_PORT"
+start_floor "$FLOOR_PORT"
+# Each round runs filefetch, nginx and the floor back to back, so that their ratios within a
+# round compare servers that met the machine in about the same state.
 for ((run = 1; run <= RUNS; run++)); do
     loadgen s3 filefetch "$FF_PID" --addr "127.0.0.1:$FF_PORT" --proto filefetch --name 1k.bin \
         --concurrency 32 --seconds "$LOAD_SECS" --expect-bytes 1024
     loadgen s3 nginx "$NGINX_PID" --addr "127.0.0.1:$NGINX_PORT" --proto http --name 1k.bin \
         --concurrency 32 --seconds "$LOAD_SECS" --expect-bytes 1024
-    # After the (filefetch, nginx) pair, so that the pair stays back to back.
+    loadgen s3 floor "$FLOOR_PID" --addr "127.0.0.1:$FLOOR_PORT" --proto filefetch --name 1k.bin \
+        --concurrency 32 --seconds "$LOAD_SECS" --expect-bytes 1024
     loadgen s3 filefetch-portable "$FFP_PID" --addr "127.0.0.1:$FFP_PORT" --proto filefetch --name 1k.bin \
         --concurrency 32 --seconds "$LOAD_SECS" --expect-bytes 1024
 done
+say "scenario 3: system calls per request (strace -f -c, ${STRACE_SECS} s each)"
+syscalls_per_request filefetch "$FF_PID" "$FF_PORT"
+syscalls_per_request floor "$FLOOR_PID" "$FLOOR_PORT"
 stop "$FF_PID"
 stop "$FFP_PID"
+stop "$FLOOR_PID"
 
 # ---------------------------------------------------------------- 5: idle-connection flood
 say "scenario 5: 1 KiB fetches while 1,000 idle connections sit open"

@@ -457,7 +457,11 @@ def test_garbage_collection_stops_at_once_without_waiting(
         proc.stdin.flush()
         out, _ = proc.communicate(timeout=WAIT)
         assert proc.returncode == 0, out
-        assert "dropped\n" in out and out.endswith("done\n"), out
+        # The log lines come from the log's own thread, which may still deliver records of
+        # connections served before the drop after "done": only the script's own lines are
+        # in a fixed order.
+        own = [line for line in out.splitlines() if not line.startswith("filefetch.server: ")]
+        assert own == ["dropped", "done"], out
         assert refuses(port)
         assert_cut(client.read_rest(), big)
     finally:

@@ -161,6 +161,10 @@ def run_server(
                         f"serving {os.path.abspath(root)}",
                         flush=True,
                     )
+                # As the Rust command prints it, after the listening lines.
+                metrics = server.metrics_address
+                if metrics is not None:
+                    print(f"metrics on http://{_shown(*metrics)}/metrics", flush=True)
                 server.serve_forever()
             except KeyboardInterrupt:
                 stopping = True
@@ -382,6 +386,13 @@ def parser(prog: str = "filefetch-py") -> argparse.ArgumentParser:
         help="send at most this many bytes a second over all connections together (0: no "
         "limit; the default)",
     )
+    serve.add_argument(
+        "--metrics",
+        metavar="ADDR:PORT",
+        help="also serve metrics for Prometheus over HTTP at this address and port, at "
+        "/metrics (for instance 127.0.0.1:9100 or [::1]:9100; port 0 picks a free one). "
+        "Anyone who can reach it can read them",
+    )
 
     get = commands.add_parser(
         "fetch",
@@ -474,6 +485,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "filefetch-py") -> in
                 "max_per_address": args.max_per_address,
                 "rate_limit": args.rate_limit,
                 "total_rate_limit": args.total_rate_limit,
+                "metrics": args.metrics,
             },
         )
     return run_fetch(args)

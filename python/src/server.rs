@@ -13,6 +13,7 @@
 //! wait for the server thread holds the lock only with the GIL released), so a `close()`
 //! from another thread cannot deadlock with a waiting `serve_forever()`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -46,6 +47,8 @@ struct Settings {
     max_per_address: Int,
     rate_limit: Int,
     total_rate_limit: Int,
+    /// Where the metrics are served, "IP:PORT"; `None`: no metrics.
+    metrics: Option<String>,
 }
 
 impl Settings {
@@ -67,7 +70,8 @@ impl Settings {
                 py,
                 "total_rate_limit",
                 self.total_rate_limit,
-            )?);
+            )?)
+            .metrics(metrics_addr(py, self.metrics.as_deref())?);
         for rule in access_rules(py, &self.access, &self.deny, &self.allow)? {
             builder = builder.access_rule(rule);
         }
@@ -123,6 +127,26 @@ fn network(py: Python<'_>, option: &'static str, text: &str) -> PyResult<Cidr> {
         };
         errors::to_py(py, e)
     })
+}
+
+/// The address of `metrics=`, "IP:PORT" as the command's `--metrics` and the C library take
+/// it ("127.0.0.1:9100", "[::1]:0"; port 0 picks a free port); `None` turns metrics off.
+fn metrics_addr(py: Python<'_>, text: Option<&str>) -> PyResult<Option<SocketAddr>> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    match text.parse::<SocketAddr>() {
+        Ok(addr) => Ok(Some(addr)),
+        Err(_) => Err(errors::to_py(
+            py,
+            Error::InvalidOption {
+                option: "metrics",
+                problem: format!(
+                    "{text:?} is not an IP address and port (\"127.0.0.1:9100\", \"[::1]:9100\")"
+                ),
+            },
+        )),
+    }
 }
 
 /// Binds `hosts`:`port` and starts serving on a thread of the core's.
@@ -191,12 +215,21 @@ fn finish(py: Python<'_>, server: BackgroundServer, how: Stop) -> PyResult<()> {
 /// `total_rate_limit` cap the bytes a second each connection and the whole server send (0:
 /// no limit); each may run ahead by a tenth of a second's worth (at least 1 KiB).
 ///
+/// `metrics` ("IP:PORT", such as "127.0.0.1:9100" or "[::1]:9100"; port 0 picks a free one;
+/// None, the default: off) also serves the server's metrics over HTTP at /metrics on that
+/// address, in the OpenMetrics text format Prometheus scrapes: connections by outcome
+/// (`filefetch_requests_total`), bytes sent, active connections, open-file cache hits and
+/// misses, refused connections by reason, and a request duration histogram. The address is
+/// logged after the listening one ("metrics on http://127.0.0.1:9100/metrics"). Anyone who
+/// can reach it can read the metrics: keep it on loopback or a private network.
+///
 /// Blocks with the GIL released. The first time a signal handler raises (KeyboardInterrupt
 /// on Ctrl-C), the server stops accepting connections and the transfers in flight get
 /// `grace_period` seconds to finish (0: none); if a handler raises again meanwhile, the
 /// server stops at once. Either way the exception then propagates. Raises LocalError (an
-/// OSError) when the port cannot be bound or `root` is not a readable directory, and
-/// InvalidArgumentError (a ValueError) for bad arguments.
+/// OSError) when the port (or the metrics' address) cannot be bound or `root` is not a
+/// readable directory, and InvalidArgumentError (a ValueError) for bad arguments (a
+/// `metrics` that is not an IP address and port, or on a port files are served on).
 #[pyfunction]
 #[pyo3(signature = (
     port, root=PathBuf::from("."), *, host=Hosts::of("0.0.0.0"),
@@ -208,11 +241,11 @@ fn finish(py: Python<'_>, server: BackgroundServer, how: Stop) -> PyResult<()> {
     allow=Strings::default(), deny=Strings::default(), access=Strings::default(),
     max_per_address=Int::of(config::MAX_PER_ADDRESS),
     rate_limit=Int::of_u64(config::RATE_LIMIT),
-    total_rate_limit=Int::of_u64(config::TOTAL_RATE_LIMIT),
+    total_rate_limit=Int::of_u64(config::TOTAL_RATE_LIMIT), metrics=None,
 ), text_signature = "(port, root='.', *, host='0.0.0.0', max_connections=10000, \
     request_timeout=1.0, send_timeout=10.0, grace_period=10.0, threads=0, file_cache=1.0, \
     portable=False, proxy_protocol=False, allow=(), deny=(), access=(), max_per_address=0, \
-    rate_limit=0, total_rate_limit=0)")]
+    rate_limit=0, total_rate_limit=0, metrics=None)")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn serve(
     py: Python<'_>,
@@ -233,6 +266,7 @@ pub(crate) fn serve(
     max_per_address: Int,
     rate_limit: Int,
     total_rate_limit: Int,
+    metrics: Option<String>,
 ) -> PyResult<()> {
     let shown_root = root.canonicalize().unwrap_or_else(|_| root.clone());
     let settings = Settings {
@@ -251,6 +285,7 @@ pub(crate) fn serve(
         max_per_address,
         rate_limit,
         total_rate_limit,
+        metrics,
     };
     let server = start(py, &host, port, settings)?;
     let handle = server.handle();
@@ -270,6 +305,11 @@ pub(crate) fn serve(
     // of earlier events, queued for the logging thread, come first.
     log::flush(py);
     let mut interrupted = log::to_python(py, "filefetch::server", Level::INFO, &serving).err();
+    if let (None, Some(addr)) = (&interrupted, server.metrics_addr()) {
+        // As the command prints it, after the listening line.
+        let metrics = format!("metrics on http://{addr}/metrics");
+        interrupted = log::to_python(py, "filefetch::server", Level::INFO, &metrics).err();
+    }
     if interrupted.is_some() {
         handle.shutdown();
     }
@@ -303,7 +343,9 @@ pub(crate) fn serve(
 /// A server started from Python, with what `Server` and `AsyncServer` share: where it
 /// listens, the handle that stops it, and the server itself until it has stopped.
 struct Started {
-    addrs: Vec<std::net::SocketAddr>,
+    addrs: Vec<SocketAddr>,
+    /// Where the metrics are served (the real port), if they are on.
+    metrics: Option<SocketAddr>,
     /// Stops the server without the lock below.
     handle: ServerHandle,
     /// The running server; `None` once stopped and its thread taken to be joined.
@@ -324,6 +366,7 @@ impl Started {
         let server = start(py, hosts, port, settings)?;
         Ok(Started {
             addrs: server.local_addrs().to_vec(),
+            metrics: server.metrics_addr(),
             handle: server.handle(),
             running: Mutex::new(Some(server)),
         })
@@ -416,11 +459,12 @@ macro_rules! server_methods {
                 allow=Strings::default(), deny=Strings::default(), access=Strings::default(),
                 max_per_address=Int::of(config::MAX_PER_ADDRESS),
                 rate_limit=Int::of_u64(config::RATE_LIMIT),
-                total_rate_limit=Int::of_u64(config::TOTAL_RATE_LIMIT),
+                total_rate_limit=Int::of_u64(config::TOTAL_RATE_LIMIT), metrics=None,
             ), text_signature = "(port=0, root='.', *, host='127.0.0.1', max_connections=10000, \
                 request_timeout=1.0, send_timeout=10.0, grace_period=10.0, threads=0, \
                 file_cache=1.0, portable=False, proxy_protocol=False, allow=(), deny=(), \
-                access=(), max_per_address=0, rate_limit=0, total_rate_limit=0)")]
+                access=(), max_per_address=0, rate_limit=0, total_rate_limit=0, \
+                metrics=None)")]
             #[allow(clippy::too_many_arguments)]
             fn new(
                 py: Python<'_>,
@@ -441,6 +485,7 @@ macro_rules! server_methods {
                 max_per_address: Int,
                 rate_limit: Int,
                 total_rate_limit: Int,
+                metrics: Option<String>,
             ) -> PyResult<Self> {
                 let settings = Settings {
                     root,
@@ -458,6 +503,7 @@ macro_rules! server_methods {
                     max_per_address,
                     rate_limit,
                     total_rate_limit,
+                    metrics,
                 };
                 Started::new(py, &host, port, settings).map($class)
             }
@@ -483,6 +529,20 @@ macro_rules! server_methods {
                 PyList::new(py, addrs)
             }
 
+            /// The (host, port) the metrics are served on over HTTP, at /metrics (the real
+            /// port when 0 was asked for), as `address` gives the server's; None when the
+            /// server was started without `metrics`.
+            #[getter]
+            fn metrics_address<'py>(
+                &self,
+                py: Python<'py>,
+            ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+                self.0
+                    .metrics
+                    .map(|addr| (addr.ip().to_string(), addr.port()).into_pyobject(py))
+                    .transpose()
+            }
+
             fn __repr__(&self, py: Python<'_>) -> String {
                 let state = if self.0.closed(py) { " closed" } else { "" };
                 format!("<filefetch.{} {}{state}>", $repr_name, self.0.addrs[0])
@@ -498,10 +558,11 @@ macro_rules! server_methods {
 /// Serves the files under `root` on `host`:`port` (by default 127.0.0.1, on any free port;
 /// see `.port`) from threads of its own, so the caller carries on at once. `host` may be a
 /// sequence of addresses to listen on them all (see `.addresses`). The other arguments are as
-/// for serve. shutdown() stops it gracefully: no new connections, and the transfers in flight
-/// get `grace_period` seconds to finish. close() stops it at once (the core's abort), cutting
-/// them, and so does leaving a `with` block; garbage collection stops it at once too, without
-/// waiting for its threads.
+/// for serve; with `metrics` ("127.0.0.1:0": any free port), `.metrics_address` is where the
+/// metrics are served. shutdown() stops it gracefully: no new connections, and the transfers
+/// in flight get `grace_period` seconds to finish. close() stops it at once (the core's
+/// abort), cutting them, and so does leaving a `with` block; garbage collection stops it at
+/// once too, without waiting for its threads.
 #[pyclass(frozen, module = "filefetch", name = "Server")]
 pub(crate) struct Server(Started);
 
@@ -566,14 +627,15 @@ server_methods!(Server, {
 
 /// A file server running in the background, for asyncio programs: Server's twin.
 ///
-/// Takes Server's arguments, with the same defaults, and binds at once (raising as Server
-/// does). The server runs on threads of its own, as Server's does; what is awaited is its
-/// stopping, which never blocks the event loop. `async with` returns the server and, at the
-/// end of the block, stops it at once (as aclose() does). `await shutdown()` stops it
-/// gracefully: no new connections, and the transfers in flight get `grace_period` seconds
-/// to finish; cancelling it stops the server at once. close() stops it at once and waits for
-/// its threads without awaiting (they end within milliseconds of the stop); aclose() does the
-/// same as a coroutine. Garbage collection stops it at once.
+/// Takes Server's arguments, with the same defaults (`metrics` too: see `.metrics_address`),
+/// and binds at once (raising as Server does). The server runs on threads of its own, as
+/// Server's does; what is awaited is its stopping, which never blocks the event loop. `async
+/// with` returns the server and, at the end of the block, stops it at once (as aclose()
+/// does). `await shutdown()` stops it gracefully: no new connections, and the transfers in
+/// flight get `grace_period` seconds to finish; cancelling it stops the server at once.
+/// close() stops it at once and waits for its threads without awaiting (they end within
+/// milliseconds of the stop); aclose() does the same as a coroutine. Garbage collection stops
+/// it at once.
 #[pyclass(frozen, module = "filefetch", name = "AsyncServer")]
 pub(crate) struct AsyncServer(Started);
 

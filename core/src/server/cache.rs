@@ -2,13 +2,20 @@
 //! while and reused for the next requests of the same name, saving the path resolution and
 //! the open and close of every request for a popular file.
 //!
-//! What stays exact: at each request the name is looked up again with one `stat` (from the
-//! root's descriptor), and the cached file is used only while the name still leads to it
-//! (same device and inode), so a file deleted, renamed away or replaced by a rename is
-//! noticed at once, even when another hard link keeps it alive, and so is a symbolic link
-//! pointed elsewhere; the size announced comes from that same `stat`, so a file grown or
-//! truncated in place is announced as it is now. What may lag by up to the cache's lifetime:
-//! a permission change. Every file in the cache was opened beneath the root, and a name that
+//! What stays exact: the cached file is used only while the name still leads to it (same
+//! device and inode), so a file deleted, renamed away or replaced by a rename is noticed at
+//! once, even when another hard link keeps it alive, and so is a symbolic link pointed
+//! elsewhere; and the size announced is the file's size now, so a file grown or truncated in
+//! place is announced as it is. On Linux the cache learns of changes from the kernel
+//! (inotify: `sys::Notifier`): watches on the file and on each directory of its name are
+//! placed when it is opened, the kernel queues a notice within the very call that makes a
+//! change, and each request asks with one `ioctl` whether any notice is queued; a name whose
+//! watches could not be placed (a symbolic link on the way, no inotify instance left) is
+//! looked up again with one `stat` (from the root's descriptor) at each request instead, as
+//! it is on other systems. A notice about the file's content or attributes has the name
+//! looked up once more; one about a directory on the way drops the entry. What may lag by up
+//! to the cache's lifetime: a permission change (of a directory; with notices, of the file
+//! too), and a file system mounted over a directory on the way. Every file in the cache was opened beneath the root, and a name that
 //! leads anywhere else is opened afresh with the confinement rules, so nothing from outside
 //! the root is ever served from it.
 //!
@@ -62,6 +69,10 @@ struct State {
     entries: HashMap<Box<str>, Entry>,
     /// Bytes of the responses held by `entries`.
     response_bytes: usize,
+    /// Where change notices come from, if this system and its limits allow them.
+    notifier: Option<sys::Notifier>,
+    /// How many entries rely on each watch (removed when none does).
+    uses: HashMap<i32, usize>,
 }
 
 #[derive(Debug)]
@@ -71,6 +82,27 @@ struct Entry {
     id: FileId,
     opened: Instant,
     response: Option<Kept>,
+    /// The watches on what the name depends on, if they could be placed.
+    watched: Option<Watched>,
+}
+
+#[derive(Debug)]
+struct Watched {
+    placed: sys::Placed,
+    /// The file's state when it was last known to be the one the name leads to; `None`
+    /// after a notice about the file, until the name is looked up again.
+    known: Option<Stamp>,
+}
+
+/// How a cached entry is to be checked before use.
+enum Check {
+    /// Watched, with no notice since its state was taken: used as it is.
+    Known(Stamp),
+    /// Watched, but the file changed: the name is looked up again, and if it still leads to
+    /// the file, its state is known again.
+    Again,
+    /// Not watched: the name is looked up at each request.
+    Each,
 }
 
 /// A file's identity: device (volume) and inode (file index).
@@ -116,7 +148,14 @@ impl FileCache {
             ttl,
             capacity,
             settled: SETTLED,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                notifier: if ttl.is_zero() {
+                    None
+                } else {
+                    sys::Notifier::new()
+                },
+                ..State::default()
+            }),
             counters: None,
         }
     }
@@ -148,8 +187,13 @@ impl FileCache {
                     response: None,
                 });
         }
-        if let Some((file, id, kept)) = self.lookup(name, now) {
-            match still_leads_to(root, name, id) {
+        if let Some((file, id, kept, check)) = self.lookup(name, now) {
+            let stamp = match check {
+                Check::Known(stamp) => Some(stamp),
+                Check::Again => self.look_again(root, name, &file, id),
+                Check::Each => still_leads_to(root, name, id),
+            };
+            match stamp {
                 Some(stamp) => {
                     if let Some((hits, _)) = &self.counters {
                         hits.inc();
@@ -180,7 +224,7 @@ impl FileCache {
         };
         let file = Arc::new(file);
         if state.len <= MAX_CACHED_SIZE {
-            self.insert(name, file.clone(), state.id, now);
+            self.insert(root, name, file.clone(), state.id, now);
         }
         Ok(Found {
             file,
@@ -210,14 +254,37 @@ impl FileCache {
         self.ttl
     }
 
-    fn lookup(&self, name: &str, now: Instant) -> Option<(Arc<File>, FileId, Option<Kept>)> {
-        let state = self.lock();
+    fn lookup(&self, name: &str, now: Instant) -> Option<(Arc<File>, FileId, Option<Kept>, Check)> {
+        let mut state = self.lock();
+        state.take_notices();
         let entry = state.entries.get(name)?;
+        let check = match &entry.watched {
+            Some(Watched {
+                known: Some(stamp), ..
+            }) => Check::Known(*stamp),
+            Some(_) => Check::Again,
+            None => Check::Each,
+        };
         (now.saturating_duration_since(entry.opened) < self.ttl)
-            .then(|| (entry.file.clone(), entry.id, entry.response.clone()))
+            .then(|| (entry.file.clone(), entry.id, entry.response.clone(), check))
     }
 
-    fn insert(&self, name: &str, file: Arc<File>, id: FileId, now: Instant) {
+    /// Looks `name` up again after a notice about its file, with the lock held so that no
+    /// notice can be taken meanwhile: if it still leads to `file`, the state found is known
+    /// until the next notice.
+    fn look_again(&self, root: &Root, name: &str, file: &Arc<File>, id: FileId) -> Option<Stamp> {
+        let mut state = self.lock();
+        state.take_notices();
+        let stamp = still_leads_to(root, name, id)?;
+        if let Some(entry) = state.entries.get_mut(name) {
+            if let (true, Some(watched)) = (Arc::ptr_eq(&entry.file, file), &mut entry.watched) {
+                watched.known = Some(stamp);
+            }
+        }
+        Some(stamp)
+    }
+
+    fn insert(&self, root: &Root, name: &str, file: Arc<File>, id: FileId, now: Instant) {
         let mut state = self.lock();
         if state.entries.len() >= self.capacity && !state.entries.contains_key(name) {
             let ttl = self.ttl;
@@ -226,6 +293,9 @@ impl FileCache {
                 return;
             }
         }
+        // Notices about a file this name led to before are of no use now.
+        state.take_notices();
+        let watched = state.watch(root, name, &file, id);
         let old = state.entries.insert(
             name.into(),
             Entry {
@@ -233,6 +303,7 @@ impl FileCache {
                 id,
                 opened: now,
                 response: None,
+                watched,
             },
         );
         state.forget(old);
@@ -303,22 +374,139 @@ impl State {
     }
 
     fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
-        let mut freed = 0;
-        self.entries.retain(|_, e| {
-            let kept = keep(e);
-            if !kept {
-                freed += e.response.as_ref().map_or(0, |(_, r)| r.len());
-            }
-            kept
-        });
-        self.response_bytes -= freed;
+        let gone: Vec<Box<str>> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| !keep(e))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            self.remove(&name);
+        }
     }
 
-    /// Accounts for an entry that left the map.
+    /// Accounts for an entry that left the map, and gives up the watches it relied on.
     fn forget(&mut self, old: Option<Entry>) {
-        if let Some((_, r)) = old.and_then(|e| e.response) {
+        let Some(old) = old else { return };
+        if let Some((_, r)) = old.response {
             self.response_bytes -= r.len();
         }
+        if let Some(watched) = old.watched {
+            let sys::Placed { file, dirs } = watched.placed;
+            for wd in std::iter::once(file).chain(dirs.into_iter().map(|(wd, _)| wd)) {
+                self.release(wd);
+            }
+        }
+    }
+
+    /// One entry fewer relies on the watch `wd`; the last one removes it.
+    fn release(&mut self, wd: i32) {
+        let Some(uses) = self.uses.get_mut(&wd) else {
+            return;
+        };
+        *uses -= 1;
+        if *uses == 0 {
+            self.uses.remove(&wd);
+            if let Some(notifier) = &self.notifier {
+                notifier.unwatch(wd);
+            }
+        }
+    }
+
+    /// Places the watches for `name`, which leads to `file` (`id`), if notices are on; `None`
+    /// when they cannot be placed (the name is then looked up at each request).
+    fn watch(&mut self, root: &Root, name: &str, file: &File, id: FileId) -> Option<Watched> {
+        let notifier = self.notifier.as_ref()?;
+        let placed = root.watch(notifier, name, file, id);
+        let wds = match &placed {
+            Ok((placed, _)) => std::iter::once(placed.file)
+                .chain(placed.dirs.iter().map(|(wd, _)| *wd))
+                .collect(),
+            Err(added) => added.clone(),
+        };
+        for wd in wds {
+            *self.uses.entry(wd).or_insert(0) += 1;
+        }
+        match placed {
+            Ok((placed, now)) => Some(Watched {
+                placed,
+                known: Some(Stamp {
+                    len: now.len,
+                    modified: now.modified,
+                    changed: now.changed,
+                }),
+            }),
+            Err(added) => {
+                for wd in added {
+                    self.release(wd);
+                }
+                None
+            }
+        }
+    }
+
+    /// Applies the queued notices: an entry whose file changed is looked up again before its
+    /// next use; one whose name may lead elsewhere now is dropped.
+    fn take_notices(&mut self) {
+        let Some(notifier) = &self.notifier else {
+            return;
+        };
+        if !notifier.pending() {
+            return;
+        }
+        let mut notices = Vec::new();
+        notifier.take(|n| notices.push(n));
+        let mut dropped = Vec::new();
+        for notice in notices {
+            if let sys::Notice::Gone(wd) = notice {
+                // Removed by the kernel: nothing to remove any more.
+                self.uses.remove(&wd);
+            }
+            for (name, entry) in &mut self.entries {
+                let Some(watched) = &mut entry.watched else {
+                    continue;
+                };
+                match affects(&notice, &watched.placed) {
+                    Effect::None => {}
+                    Effect::LookAgain => watched.known = None,
+                    Effect::Drop => dropped.push(name.clone()),
+                }
+            }
+        }
+        for name in dropped {
+            self.remove(&name);
+        }
+    }
+}
+
+/// What a notice means for an entry.
+#[derive(Debug, PartialEq, Eq)]
+enum Effect {
+    None,
+    /// Its file changed: look the name up again.
+    LookAgain,
+    /// Its name may lead elsewhere now (or its watches are gone): drop it.
+    Drop,
+}
+
+fn affects(notice: &sys::Notice, placed: &sys::Placed) -> Effect {
+    let on_path = |wd: i32| placed.dirs.iter().any(|(w, _)| *w == wd);
+    match notice {
+        sys::Notice::Lost => Effect::Drop,
+        sys::Notice::Gone(wd) if *wd == placed.file || on_path(*wd) => Effect::Drop,
+        sys::Notice::Changed { wd, .. } if *wd == placed.file => Effect::LookAgain,
+        sys::Notice::Changed { wd, name } => {
+            let hit = placed
+                .dirs
+                .iter()
+                .any(|(w, entry)| *w == *wd && name.as_deref().is_none_or(|n| n == &**entry));
+            if hit {
+                Effect::Drop
+            } else {
+                Effect::None
+            }
+        }
+        sys::Notice::Gone(_) => Effect::None,
     }
 }
 
@@ -372,6 +560,32 @@ mod tests {
         fn new_for_tests(ttl: Duration) -> FileCache {
             FileCache::new(ttl, CAPACITY)
         }
+
+        /// Without change notices, as on systems that have none: each name is looked up at
+        /// each request.
+        fn without_notices(self) -> FileCache {
+            let mut state = self.lock();
+            state.notifier = None;
+            drop(state);
+            self
+        }
+
+        /// How the entry for `name` is checked: "known", "again" or "each".
+        #[cfg(target_os = "linux")]
+        fn check_of(&self, name: &str) -> &'static str {
+            match self.lock().entries.get(name).map(|e| &e.watched) {
+                Some(Some(Watched { known: Some(_), .. })) => "known",
+                Some(Some(_)) => "again",
+                Some(None) => "each",
+                None => "none",
+            }
+        }
+    }
+
+    /// The caches each exactness test runs with: with change notices where the system has
+    /// them, and without.
+    fn both(make: fn(Duration) -> FileCache, ttl: Duration) -> [FileCache; 2] {
+        [make(ttl), make(ttl).without_notices()]
     }
 
     fn setup() -> (tempfile::TempDir, Root) {
@@ -434,19 +648,20 @@ mod tests {
 
     #[test]
     fn size_is_measured_at_each_request() {
-        let (dir, root) = setup();
-        let path = dir.path().join("grows");
-        std::fs::write(&path, b"12").unwrap();
-        let cache = FileCache::new_for_tests(Duration::from_secs(60));
-        let t = Instant::now();
-        assert_eq!(
-            cache.open(&root, "grows", Resolver::Native, t).unwrap().len,
-            2
-        );
-        std::fs::write(&path, b"12345").unwrap();
-        let found = cache.open(&root, "grows", Resolver::Native, t).unwrap();
-        assert_eq!(found.len, 5);
-        assert_eq!(read_all(&found.file), b"12345");
+        for cache in both(FileCache::new_for_tests, Duration::from_secs(60)) {
+            let (dir, root) = setup();
+            let path = dir.path().join("grows");
+            std::fs::write(&path, b"12").unwrap();
+            let t = Instant::now();
+            assert_eq!(
+                cache.open(&root, "grows", Resolver::Native, t).unwrap().len,
+                2
+            );
+            std::fs::write(&path, b"12345").unwrap();
+            let found = cache.open(&root, "grows", Resolver::Native, t).unwrap();
+            assert_eq!(found.len, 5);
+            assert_eq!(read_all(&found.file), b"12345");
+        }
     }
 
     // Windows refuses a rename over a file any handle holds open (so the server never keeps
@@ -454,22 +669,23 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn deleted_or_replaced_files_are_noticed_at_once() {
-        let (dir, root) = setup();
-        let path = dir.path().join("f");
-        std::fs::write(&path, b"old").unwrap();
-        let cache = FileCache::new_for_tests(Duration::from_secs(60));
-        let t = Instant::now();
-        cache.open(&root, "f", Resolver::Native, t).unwrap();
-        // Replaced by a rename: the new content is served.
-        std::fs::write(dir.path().join("f.new"), b"new!").unwrap();
-        std::fs::rename(dir.path().join("f.new"), &path).unwrap();
-        let found = cache.open(&root, "f", Resolver::Native, t).unwrap();
-        assert_eq!((found.len, read_all(&found.file)), (4, b"new!".to_vec()));
-        // Deleted: not found.
-        std::fs::remove_file(&path).unwrap();
-        let err = cache.open(&root, "f", Resolver::Native, t).unwrap_err();
-        assert!(matches!(err, OpenError::Io(e) if e.kind() == std::io::ErrorKind::NotFound));
-        assert_eq!(cache.len(), 0);
+        for cache in both(FileCache::new_for_tests, Duration::from_secs(60)) {
+            let (dir, root) = setup();
+            let path = dir.path().join("f");
+            std::fs::write(&path, b"old").unwrap();
+            let t = Instant::now();
+            cache.open(&root, "f", Resolver::Native, t).unwrap();
+            // Replaced by a rename: the new content is served.
+            std::fs::write(dir.path().join("f.new"), b"new!").unwrap();
+            std::fs::rename(dir.path().join("f.new"), &path).unwrap();
+            let found = cache.open(&root, "f", Resolver::Native, t).unwrap();
+            assert_eq!((found.len, read_all(&found.file)), (4, b"new!".to_vec()));
+            // Deleted: not found.
+            std::fs::remove_file(&path).unwrap();
+            let err = cache.open(&root, "f", Resolver::Native, t).unwrap_err();
+            assert!(matches!(err, OpenError::Io(e) if e.kind() == std::io::ErrorKind::NotFound));
+            assert_eq!(cache.len(), 0);
+        }
     }
 
     /// A file that another hard link keeps alive (its link count stays above zero): the
@@ -478,45 +694,47 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn a_name_that_no_longer_leads_to_the_file_is_noticed_with_other_links() {
-        let (dir, root) = setup();
-        let elsewhere = tempfile::tempdir().unwrap();
-        let path = dir.path().join("report.txt");
-        let cache = FileCache::new_for_tests(Duration::from_secs(60));
-        let t = Instant::now();
-        let keep_alive = |n: usize| {
-            let other = elsewhere.path().join(format!("link{n}"));
-            std::fs::hard_link(&path, other).unwrap();
-        };
+        for cache in both(FileCache::new_for_tests, Duration::from_secs(60)) {
+            let (dir, root) = setup();
+            let elsewhere = tempfile::tempdir().unwrap();
+            let path = dir.path().join("report.txt");
 
-        std::fs::write(&path, b"old").unwrap();
-        keep_alive(0);
-        cache
-            .open(&root, "report.txt", Resolver::Native, t)
-            .unwrap();
-        std::fs::remove_file(&path).unwrap();
-        let err = cache
-            .open(&root, "report.txt", Resolver::Native, t)
-            .unwrap_err();
-        assert!(matches!(err, OpenError::Io(e) if e.kind() == std::io::ErrorKind::NotFound));
+            let t = Instant::now();
+            let keep_alive = |n: usize| {
+                let other = elsewhere.path().join(format!("link{n}"));
+                std::fs::hard_link(&path, other).unwrap();
+            };
 
-        std::fs::write(&path, b"old").unwrap();
-        keep_alive(1);
-        cache
-            .open(&root, "report.txt", Resolver::Native, t)
-            .unwrap();
-        std::fs::write(dir.path().join("new"), b"new!").unwrap();
-        std::fs::rename(dir.path().join("new"), &path).unwrap();
-        let found = cache
-            .open(&root, "report.txt", Resolver::Native, t)
-            .unwrap();
-        assert_eq!((found.len, read_all(&found.file)), (4, b"new!".to_vec()));
+            std::fs::write(&path, b"old").unwrap();
+            keep_alive(0);
+            cache
+                .open(&root, "report.txt", Resolver::Native, t)
+                .unwrap();
+            std::fs::remove_file(&path).unwrap();
+            let err = cache
+                .open(&root, "report.txt", Resolver::Native, t)
+                .unwrap_err();
+            assert!(matches!(err, OpenError::Io(e) if e.kind() == std::io::ErrorKind::NotFound));
 
-        keep_alive(2);
-        std::fs::rename(&path, dir.path().join("moved.txt")).unwrap();
-        let err = cache
-            .open(&root, "report.txt", Resolver::Native, t)
-            .unwrap_err();
-        assert!(matches!(err, OpenError::Io(e) if e.kind() == std::io::ErrorKind::NotFound));
+            std::fs::write(&path, b"old").unwrap();
+            keep_alive(1);
+            cache
+                .open(&root, "report.txt", Resolver::Native, t)
+                .unwrap();
+            std::fs::write(dir.path().join("new"), b"new!").unwrap();
+            std::fs::rename(dir.path().join("new"), &path).unwrap();
+            let found = cache
+                .open(&root, "report.txt", Resolver::Native, t)
+                .unwrap();
+            assert_eq!((found.len, read_all(&found.file)), (4, b"new!".to_vec()));
+
+            keep_alive(2);
+            std::fs::rename(&path, dir.path().join("moved.txt")).unwrap();
+            let err = cache
+                .open(&root, "report.txt", Resolver::Native, t)
+                .unwrap_err();
+            assert!(matches!(err, OpenError::Io(e) if e.kind() == std::io::ErrorKind::NotFound));
+        }
     }
 
     #[test]
@@ -631,28 +849,29 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn a_kept_response_follows_changes_of_the_same_size() {
-        let (dir, root) = setup();
-        let path = dir.path().join("a");
-        std::fs::write(&path, b"one").unwrap();
-        let cache = eager(Duration::from_secs(60));
-        let t = Instant::now();
-        cache.open(&root, "a", Resolver::Native, t).unwrap();
-        let before = cache.open(&root, "a", Resolver::Native, t).unwrap();
-        assert_eq!(&before.response.unwrap()[..], &response_for(b"one")[..]);
-        next_tick();
-        // Rewritten in place, same inode and same size.
-        rewrite_in_place(&path, b"two");
-        let after = cache.open(&root, "a", Resolver::Native, t).unwrap();
-        assert!(Arc::ptr_eq(&before.file, &after.file));
-        assert_eq!(&after.response.unwrap()[..], &response_for(b"two")[..]);
-        assert_eq!(cache.response_bytes(), response_for(b"two").len());
-        // Grown: the response is re-read at the new size.
-        next_tick();
-        std::fs::write(&path, b"three").unwrap();
-        let grown = cache.open(&root, "a", Resolver::Native, t).unwrap();
-        assert_eq!(grown.len, 5);
-        assert_eq!(&grown.response.unwrap()[..], &response_for(b"three")[..]);
-        assert_eq!(cache.response_bytes(), response_for(b"three").len());
+        for cache in both(eager, Duration::from_secs(60)) {
+            let (dir, root) = setup();
+            let path = dir.path().join("a");
+            std::fs::write(&path, b"one").unwrap();
+            let t = Instant::now();
+            cache.open(&root, "a", Resolver::Native, t).unwrap();
+            let before = cache.open(&root, "a", Resolver::Native, t).unwrap();
+            assert_eq!(&before.response.unwrap()[..], &response_for(b"one")[..]);
+            next_tick();
+            // Rewritten in place, same inode and same size.
+            rewrite_in_place(&path, b"two");
+            let after = cache.open(&root, "a", Resolver::Native, t).unwrap();
+            assert!(Arc::ptr_eq(&before.file, &after.file));
+            assert_eq!(&after.response.unwrap()[..], &response_for(b"two")[..]);
+            assert_eq!(cache.response_bytes(), response_for(b"two").len());
+            // Grown: the response is re-read at the new size.
+            next_tick();
+            std::fs::write(&path, b"three").unwrap();
+            let grown = cache.open(&root, "a", Resolver::Native, t).unwrap();
+            assert_eq!(grown.len, 5);
+            assert_eq!(&grown.response.unwrap()[..], &response_for(b"three")[..]);
+            assert_eq!(cache.response_bytes(), response_for(b"three").len());
+        }
     }
 
     /// A change that the file's times do not show (a second write through a shared memory
@@ -752,5 +971,107 @@ mod tests {
         // Measured at 4 or 6 bytes, but holding 5: changing under the reader.
         assert!(read_response(&file, 4).is_none());
         assert!(read_response(&file, 6).is_none());
+    }
+
+    /// Where the system has change notices, a name is watched once opened and used without
+    /// a lookup until a notice comes; a name with a symbolic link on the way is looked up at
+    /// each request instead; the watches go with their entries.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn names_are_watched_where_they_can_be() {
+        let (dir, root) = setup();
+        let d = dir.path();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        std::fs::write(d.join("sub/f"), b"one").unwrap();
+        std::os::unix::fs::symlink("sub", d.join("link")).unwrap();
+        std::os::unix::fs::symlink("f", d.join("sub/alias")).unwrap();
+        let cache = FileCache::new_for_tests(Duration::from_secs(60));
+        let t = Instant::now();
+        for name in ["sub/f", "link/f", "sub/alias"] {
+            cache.open(&root, name, Resolver::Native, t).unwrap();
+        }
+        assert_eq!(cache.check_of("sub/f"), "known");
+        assert_eq!(cache.check_of("link/f"), "each");
+        assert_eq!(cache.check_of("sub/alias"), "each");
+        // The file changed: looked up again at the next request, then known again.
+        rewrite_in_place(&d.join("sub/f"), b"two");
+        cache.lock().take_notices();
+        assert_eq!(cache.check_of("sub/f"), "again");
+        let found = cache.open(&root, "sub/f", Resolver::Native, t).unwrap();
+        assert_eq!((found.len, read_all(&found.file)), (3, b"two".to_vec()));
+        assert_eq!(cache.check_of("sub/f"), "known");
+        // A change elsewhere in a watched directory leaves the entry alone.
+        std::fs::write(d.join("sub/unrelated"), b"x").unwrap();
+        cache.lock().take_notices();
+        assert_eq!(cache.check_of("sub/f"), "known");
+        assert!(!cache.lock().uses.is_empty());
+        cache.sweep(t + Duration::from_secs(60));
+        assert_eq!(cache.len(), 0);
+        assert!(cache.lock().uses.is_empty());
+    }
+
+    /// A directory on the way replaced by another, or swapped for a symbolic link, is
+    /// noticed at once, and so is the file's removal.
+    #[cfg(unix)]
+    #[test]
+    fn a_directory_on_the_way_that_changes_is_noticed_at_once() {
+        for cache in both(FileCache::new_for_tests, Duration::from_secs(60)) {
+            let (dir, root) = setup();
+            let d = dir.path();
+            std::fs::create_dir_all(d.join("a/b")).unwrap();
+            std::fs::write(d.join("a/b/f"), b"one").unwrap();
+            let t = Instant::now();
+            assert_eq!(
+                cache.open(&root, "a/b/f", Resolver::Native, t).unwrap().len,
+                3
+            );
+            let opened = cache.open(&root, "a/b/f", Resolver::Native, t).unwrap();
+            assert_eq!(read_all(&opened.file), b"one");
+            // The first directory replaced by another holding a file of the same name.
+            std::fs::create_dir_all(d.join("new/b")).unwrap();
+            std::fs::write(d.join("new/b/f"), b"two!").unwrap();
+            std::fs::rename(d.join("a"), d.join("old")).unwrap();
+            std::fs::rename(d.join("new"), d.join("a")).unwrap();
+            let found = cache.open(&root, "a/b/f", Resolver::Native, t).unwrap();
+            assert_eq!((found.len, read_all(&found.file)), (4, b"two!".to_vec()));
+            // The innermost directory swapped for a symbolic link to another.
+            std::fs::create_dir_all(d.join("other")).unwrap();
+            std::fs::write(d.join("other/f"), b"three").unwrap();
+            std::fs::rename(d.join("a/b"), d.join("a/b.old")).unwrap();
+            std::os::unix::fs::symlink("../other", d.join("a/b")).unwrap();
+            let found = cache.open(&root, "a/b/f", Resolver::Native, t).unwrap();
+            assert_eq!((found.len, read_all(&found.file)), (5, b"three".to_vec()));
+            std::fs::remove_file(d.join("other/f")).unwrap();
+            let err = cache.open(&root, "a/b/f", Resolver::Native, t).unwrap_err();
+            assert!(matches!(err, OpenError::Io(e) if e.kind() == std::io::ErrorKind::NotFound));
+        }
+    }
+
+    #[test]
+    fn each_notice_has_its_effect() {
+        let placed = sys::Placed {
+            file: 1,
+            dirs: vec![(2, "a".into()), (3, "f".into())],
+        };
+        let changed = |wd: i32, name: Option<&str>| sys::Notice::Changed {
+            wd,
+            name: name.map(Into::into),
+        };
+        let cases = [
+            (sys::Notice::Lost, Effect::Drop),
+            (sys::Notice::Gone(1), Effect::Drop),
+            (sys::Notice::Gone(3), Effect::Drop),
+            (sys::Notice::Gone(9), Effect::None),
+            (changed(1, None), Effect::LookAgain),
+            (changed(2, Some("a")), Effect::Drop),
+            (changed(2, Some("f")), Effect::None),
+            (changed(3, Some("f")), Effect::Drop),
+            (changed(3, Some("g")), Effect::None),
+            (changed(3, None), Effect::Drop),
+            (changed(9, Some("a")), Effect::None),
+        ];
+        for (notice, effect) in cases {
+            assert_eq!(affects(&notice, &placed), effect, "{notice:?}");
+        }
     }
 }

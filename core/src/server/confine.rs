@@ -250,6 +250,18 @@ impl Root {
     pub(crate) fn name_state(&self, name: &str) -> io::Result<sys::FileState> {
         sys::name_state(&self.dir, name)
     }
+
+    /// Places `notifier`'s watches for `name`, which was opened beneath this root as `file`
+    /// (`id`): see `sys::Notifier::place`.
+    pub(crate) fn watch(
+        &self,
+        notifier: &sys::Notifier,
+        name: &str,
+        file: &std::fs::File,
+        id: (u64, u64),
+    ) -> Result<(sys::Placed, sys::FileState), Vec<i32>> {
+        notifier.place(&self.dir, name, file, id)
+    }
 }
 
 #[cfg(test)]

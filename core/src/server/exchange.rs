@@ -219,18 +219,29 @@ pub(super) async fn connection(
         Some(0) => "0",
         Some(_) => "1",
     };
-    let ms = start.elapsed().as_secs_f64() * 1e3;
+    let ms = Millis(start.elapsed());
     match outcome {
         Outcome::Sent | Outcome::NotFound(_) => tracing::info!(
             target: "filefetch::server",
-            peer = %record.client, via = record.via.map(tracing::field::display), name = ?name, status = %status, bytes = record.bytes, ms = format_args!("{ms:.1}"), outcome = %outcome.word(),
+            peer = %record.client, via = record.via.map(tracing::field::display), name = ?name, status = %status, bytes = record.bytes, ms = %ms, outcome = %outcome.word(),
             "{outcome}"
         ),
         _ => tracing::warn!(
             target: "filefetch::server",
-            peer = %record.client, via = record.via.map(tracing::field::display), name = ?name, status = %status, bytes = record.bytes, ms = format_args!("{ms:.1}"), outcome = %outcome.word(),
+            peer = %record.client, via = record.via.map(tracing::field::display), name = ?name, status = %status, bytes = record.bytes, ms = %ms, outcome = %outcome.word(),
             "{outcome}"
         ),
+    }
+}
+
+/// A duration in milliseconds with one decimal ("0.3", "1000.0"), rounded to the nearest
+/// tenth, written without floating point.
+struct Millis(Duration);
+
+impl fmt::Display for Millis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tenths = (self.0.as_nanos() + 50_000) / 100_000;
+        write!(f, "{}.{}", tenths / 10, tenths % 10)
     }
 }
 
@@ -527,6 +538,21 @@ mod tests {
     use std::future::Future;
     use std::io::{Read, Write};
     use std::task::Poll;
+
+    #[test]
+    fn durations_are_logged_in_tenths_of_a_millisecond() {
+        for (nanos, text) in [
+            (0, "0.0"),
+            (49_999, "0.0"),
+            (50_000, "0.1"),
+            (250_000, "0.3"),
+            (1_949_999, "1.9"),
+            (999_950_000, "1000.0"),
+            (u64::MAX, "18446744073709.6"),
+        ] {
+            assert_eq!(Millis(Duration::from_nanos(nanos)).to_string(), text);
+        }
+    }
 
     /// A connection accepted from a [`listen`] socket, its server end as the server holds it
     /// plus a second handle on the same socket for looking at its options.

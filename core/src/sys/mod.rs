@@ -12,6 +12,7 @@
 //! | receiving into a file | `splice(2)` through a pipe | buffered | buffered | buffered |
 //! | accepting | `accept4(SOCK_NONBLOCK)` | `accept`, then non-blocking | same | tokio's listener, then non-blocking |
 //! | a cached file still linked | link count | link count | link count | link count and delete-pending |
+//! | a cached name still leading to its file | inotify notices, else a `stat` per request | `stat` per request | same | no file kept open |
 //! | taking listening sockets passed by systemd | descriptors 3 on, `SO_ACCEPTCONN` | same (macOS: no peer) | same | not supported |
 //!
 //! Each fast path has a portable fallback that is compiled on every system and used where
@@ -23,6 +24,8 @@ use std::time::SystemTime;
 mod bsd;
 #[cfg(target_os = "linux")]
 mod linux;
+#[cfg(target_os = "linux")]
+mod notify;
 mod portable;
 #[cfg(unix)]
 mod unix;
@@ -50,6 +53,11 @@ pub(crate) use portable::open_native;
 pub(crate) use portable::{ack_now, send_held, start_with_delayed_acks, Splicer};
 #[cfg(windows)]
 pub(crate) use windows::open_native;
+
+#[cfg(target_os = "linux")]
+pub(crate) use notify::{Notice, Notifier, Placed};
+#[cfg(not(target_os = "linux"))]
+pub(crate) use portable::{Notice, Notifier, Placed};
 
 #[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd"))]
 pub(crate) use bsd::{sendfile, SENDFILE};

@@ -72,3 +72,56 @@ impl Splicer {
         false
     }
 }
+
+/// No change notices on this system: the open-file cache looks each name up again at every
+/// request instead (see `server::cache`). A type without values, so that the cache's code
+/// is the same everywhere.
+#[cfg(not(target_os = "linux"))]
+#[derive(Debug)]
+pub(crate) enum Notifier {}
+
+/// See [`Notifier`]: the watches of a name, of which there are none here.
+#[cfg(not(target_os = "linux"))]
+#[derive(Debug)]
+pub(crate) struct Placed {
+    pub(crate) file: i32,
+    pub(crate) dirs: Vec<(i32, Box<str>)>,
+}
+
+/// See the Linux `Notifier`'s notices.
+#[cfg(not(target_os = "linux"))]
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Notice {
+    Changed { wd: i32, name: Option<Box<str>> },
+    Gone(i32),
+    Lost,
+}
+
+#[cfg(not(target_os = "linux"))]
+impl Notifier {
+    pub(crate) fn new() -> Option<Notifier> {
+        None
+    }
+
+    pub(crate) fn place(
+        &self,
+        _root: &RootDir,
+        _name: &str,
+        _file: &File,
+        _file_id: (u64, u64),
+    ) -> Result<(Placed, super::FileState), Vec<i32>> {
+        match *self {}
+    }
+
+    pub(crate) fn unwatch(&self, _wd: i32) {
+        match *self {}
+    }
+
+    pub(crate) fn pending(&self) -> bool {
+        match *self {}
+    }
+
+    pub(crate) fn take(&self, _each: impl FnMut(Notice)) {
+        match *self {}
+    }
+}

@@ -157,7 +157,7 @@ pub(crate) fn name_state(root: &RootDir, name: &str) -> io::Result<FileState> {
 /// A file's state from its `stat`, whose field types differ between systems (hence casts
 /// that are no-ops on some of them).
 #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
-fn state_of(stat: &rustix::fs::Stat) -> FileState {
+pub(super) fn state_of(stat: &rustix::fs::Stat) -> FileState {
     let time = |secs: i64, nanos: i64| {
         let nanos = u32::try_from(nanos).ok()?;
         let since = Duration::new(secs.unsigned_abs(), nanos);

@@ -60,6 +60,9 @@ pub(crate) struct FileCache {
     /// How long a file must have gone unchanged for its response to be kept ([`SETTLED`]).
     settled: Duration,
     state: Mutex<State>,
+    /// Where change notices come from (the same as the state's), asked without the lock
+    /// whether any is waiting.
+    notifier: Option<Arc<sys::Notifier>>,
     /// The metrics' counters of hits and misses, if there are metrics.
     counters: Option<(Counter, Counter)>,
 }
@@ -70,7 +73,7 @@ struct State {
     /// Bytes of the responses held by `entries`.
     response_bytes: usize,
     /// Where change notices come from, if this system and its limits allow them.
-    notifier: Option<sys::Notifier>,
+    notifier: Option<Arc<sys::Notifier>>,
     /// How many entries rely on each watch (removed when none does).
     uses: HashMap<i32, usize>,
 }
@@ -144,18 +147,20 @@ impl FileCache {
     /// A cache whose entries live `ttl` (zero caches nothing), keeping at most `capacity`
     /// files open.
     pub(crate) fn new(ttl: Duration, capacity: usize) -> FileCache {
+        let notifier = if ttl.is_zero() {
+            None
+        } else {
+            sys::Notifier::new().map(Arc::new)
+        };
         FileCache {
             ttl,
             capacity,
             settled: SETTLED,
             state: Mutex::new(State {
-                notifier: if ttl.is_zero() {
-                    None
-                } else {
-                    sys::Notifier::new()
-                },
+                notifier: notifier.clone(),
                 ..State::default()
             }),
+            notifier,
             counters: None,
         }
     }
@@ -255,8 +260,13 @@ impl FileCache {
     }
 
     fn lookup(&self, name: &str, now: Instant) -> Option<(Arc<File>, FileId, Option<Kept>, Check)> {
+        // Asked before taking the lock, which is held only for memory: notices are read and
+        // applied under the lock, so none read by another request can be missed here.
+        let news = self.notifier.as_ref().is_some_and(|n| n.pending());
         let mut state = self.lock();
-        state.take_notices();
+        if news {
+            state.take_notices();
+        }
         let entry = state.entries.get(name)?;
         let check = match &entry.watched {
             Some(Watched {
@@ -451,9 +461,6 @@ impl State {
         let Some(notifier) = &self.notifier else {
             return;
         };
-        if !notifier.pending() {
-            return;
-        }
         let mut notices = Vec::new();
         notifier.take(|n| notices.push(n));
         let mut dropped = Vec::new();
@@ -563,10 +570,9 @@ mod tests {
 
         /// Without change notices, as on systems that have none: each name is looked up at
         /// each request.
-        fn without_notices(self) -> FileCache {
-            let mut state = self.lock();
-            state.notifier = None;
-            drop(state);
+        fn without_notices(mut self) -> FileCache {
+            self.lock().notifier = None;
+            self.notifier = None;
             self
         }
 

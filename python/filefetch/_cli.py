@@ -2,7 +2,8 @@
 
 ``filefetch-py serve|fetch`` (or ``python -m filefetch serve|fetch``) is the Rust
 ``filefetch`` command's twin: the same subcommands, options, defaults and exit codes (see
-``EXIT_CODES``). ``python -m filefetch.server PORT`` and ``python -m filefetch.client HOST
+``EXIT_CODES``), but for ``--config``, ``fetch --print-sha256``, progress bars and the
+lines that report retries. ``python -m filefetch.server PORT`` and ``python -m filefetch.client HOST
 PORT FILENAME`` are drop-ins for the original scripts and keep their command lines: status 1
 on any failure, 2 for bad arguments, 130 when interrupted.
 
@@ -35,7 +36,7 @@ from ._errors import (
     TimedOutError,
     TooLargeError,
 )
-from ._native import Server, fetch
+from ._native import Server, fetch, fetch_many
 
 INTERRUPTED = 130
 
@@ -71,7 +72,10 @@ exit status:
   8    cannot resolve the host or connect to it
   9    the file is larger than --max-size (nothing was read)
   10   the data does not have the SHA-256 digest asked for (nothing was kept)
-  130  interrupted (Ctrl-C)"""
+  130  interrupted (Ctrl-C)
+
+With several files, 0 means every file arrived; otherwise the status is 130 if
+interrupted, else that of the first failed file in the order the names were given."""
 
 SERVER_CLOSED_HINT = (
     " (the original server.py closes the connection this way when it has no such file)"
@@ -201,22 +205,125 @@ def run_client(host: str, port: int, name: str) -> int:
     return 0
 
 
+class UsageError(Exception):
+    """A command line that cannot be run as given (exit status 2)."""
+
+
+def parse_sha256_sums(text: str) -> dict[str, str]:
+    """The digests of a list as ``sha256sum`` writes it (``<hex>  <name>`` or ``<hex>
+    *<name>``, ``\\`` before a line whose name has escapes), by name (a leading ``./``
+    dropped), as the Rust command reads ``--sha256-file``."""
+    digests: dict[str, str] = {}
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r")
+        if not line.strip():
+            continue
+        escaped = line.startswith("\\")
+        body = line[1:] if escaped else line
+        digest, rest = body[:64], body[64:]
+        if len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest):
+            raise UsageError(f"invalid sha256 list: line {number}: not 64 hexadecimal digits: {line!r}")
+        if rest.startswith("  ") or rest.startswith(" *"):
+            name = rest[2:]
+        else:
+            name = ""
+        if not name:
+            raise UsageError(f"invalid sha256 list: line {number}: not `<64 hex digits>  <name>`: {line!r}")
+        if escaped:
+            name = _unescape(name, number, line)
+        name = name.removeprefix("./")
+        digest = digest.lower()
+        if digests.setdefault(name, digest) != digest:
+            raise UsageError(
+                f"invalid sha256 list: line {number}: {name!r} is listed twice, with two digests"
+            )
+    return digests
+
+
+def _unescape(name: str, number: int, line: str) -> str:
+    out, chars = [], iter(name)
+    for c in chars:
+        if c != "\\":
+            out.append(c)
+            continue
+        nxt = next(chars, "")
+        if nxt not in ("\\", "n", "r"):
+            raise UsageError(f"invalid sha256 list: line {number}: bad escape in the name: {line!r}")
+        out.append({"\\": "\\", "n": "\n", "r": "\r"}[nxt])
+    return "".join(out)
+
+
+def _names(args: argparse.Namespace) -> list[str]:
+    """The names on the command line, then those of ``--from`` (one a line, ``-``: stdin)."""
+    names = list(args.names)
+    if args.from_file is not None:
+        try:
+            if args.from_file == "-":
+                text = sys.stdin.read()
+            else:
+                with open(args.from_file, encoding="utf-8") as f:
+                    text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"cannot read the names from {args.from_file}: {e}") from None
+        names += [line.removesuffix("\r") for line in text.split("\n") if line.strip()]
+    if not names:
+        raise UsageError("no file name given (NAME..., or --from FILE)")
+    return names
+
+
+def _digests(args: argparse.Namespace, names: list[str]) -> Optional[dict[str, str]]:
+    """Each name's expected digest, from ``--sha256`` (one name only) or ``--sha256-file``."""
+    if args.sha256 is not None and args.sha256_file is not None:
+        raise UsageError("--sha256 and --sha256-file cannot be used together")
+    if args.sha256 is not None:
+        if len(names) > 1:
+            raise UsageError("--sha256 checks one file: with several names use --sha256-file")
+        return {names[0]: args.sha256}
+    if args.sha256_file is None:
+        return None
+    try:
+        with open(args.sha256_file, encoding="utf-8") as f:
+            sums = parse_sha256_sums(f.read())
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read {args.sha256_file}: {e}") from None
+    digests = {}
+    for name in names:
+        digest = sums.get(name, sums.get(name.rsplit("/", 1)[-1]))
+        if digest is None:
+            raise UsageError(f"{name} is not listed in {args.sha256_file}")
+        digests[name] = digest
+    return digests
+
+
 def run_fetch(args: argparse.Namespace) -> int:
     """``python -m filefetch fetch``: as ``filefetch fetch`` does, with its exit codes."""
+    try:
+        names = _names(args)
+        digests = _digests(args, names)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    common: dict[str, Any] = {
+        "overwrite": args.overwrite,
+        "timeout": args.timeout,
+        "connect_timeout": args.connect_timeout,
+        "max_time": args.max_time,
+        "speed_limit": args.speed_limit,
+        "speed_time": args.speed_time,
+        "max_size": args.max_size,
+        "retries": args.retries,
+        "retry_delay": args.retry_delay,
+    }
+    if len(names) > 1:
+        return _fetch_several(args, names, digests, common)
     try:
         path = fetch(
             args.host,
             args.port,
-            args.name,
+            names[0],
             args.output,
-            overwrite=args.overwrite,
-            timeout=args.timeout,
-            connect_timeout=args.connect_timeout,
-            max_time=args.max_time,
-            speed_limit=args.speed_limit,
-            speed_time=args.speed_time,
-            max_size=args.max_size,
-            sha256=args.sha256,
+            sha256=(digests or {}).get(names[0]),
+            **common,
         )
     except Error as e:
         print(f"error: {_message(e)}", file=sys.stderr)
@@ -227,6 +334,52 @@ def run_fetch(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"received {path.stat().st_size} bytes into {path}", flush=True)
     return 0
+
+
+def _fetch_several(
+    args: argparse.Namespace,
+    names: list[str],
+    digests: Optional[dict[str, str]],
+    common: dict[str, Any],
+) -> int:
+    """Several names, ``--jobs`` at a time: a line for each file, then a summary; the exit
+    status is 130 if interrupted, else that of the first failed file in the order given."""
+    try:
+        results = fetch_many(
+            args.host, args.port, names, args.output, jobs=args.jobs, sha256=digests, **common
+        )
+    except Error as e:
+        print(f"error: {_message(e)}", file=sys.stderr)
+        return exit_code(e)
+    except KeyboardInterrupt:
+        print("Interrupted, nothing was saved", file=sys.stderr)
+        return INTERRUPTED
+    fetched, size, failed, interrupted, status = 0, 0, 0, 0, 0
+    for result in results:
+        if result.ok:
+            fetched += 1
+            size += result.size or 0
+            if not args.quiet:
+                print(f"received {result.size} bytes into {result.path}", flush=True)
+            continue
+        error = result.error
+        if isinstance(error, (InterruptedTransferError, KeyboardInterrupt)):
+            interrupted += 1
+            continue
+        failed += 1
+        code = exit_code(error) if isinstance(error, Error) else 1
+        status = status or code
+        text = _message(error) if isinstance(error, Error) else str(error)
+        print(f"error: {result.name}: {text}", file=sys.stderr)
+    summary = f"fetched {fetched} of {len(names)} files, {size} bytes"
+    counts = [f"{n} {what}" for n, what in ((failed, "failed"), (interrupted, "interrupted")) if n]
+    if counts:
+        summary += "; " + ", ".join(counts)
+    if interrupted:
+        status = INTERRUPTED
+    if status or not args.quiet:
+        print(summary, file=sys.stderr)
+    return status
 
 
 def server_main(argv: Optional[Sequence[str]] = None) -> int:
@@ -396,19 +549,41 @@ def parser(prog: str = "filefetch-py") -> argparse.ArgumentParser:
 
     get = commands.add_parser(
         "fetch",
-        help="download one file from a server",
+        help="download files from a server",
         epilog=EXIT_STATUS_HELP,
         formatter_class=formatter,
     )
     get.add_argument("host", help="server host name or IPv4/IPv6 address")
     get.add_argument("port", type=_integer, help="server port")
-    get.add_argument("name", help="name of the file on the server")
+    get.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help="names of the files on the server; several are fetched at once, each over its "
+        "own connection (see --jobs)",
+    )
+    get.add_argument(
+        "--from",
+        dest="from_file",
+        metavar="FILE",
+        help="also fetch the names listed in FILE, one a line (-: standard input); blank "
+        "lines are skipped",
+    )
+    get.add_argument(
+        "-j",
+        "--jobs",
+        metavar="N",
+        type=_integer,
+        default=4,
+        help="files fetched at once, each over its own connection (1 to 64; default: 4)",
+    )
     get.add_argument(
         "-o",
         "--output",
         metavar="PATH",
         help="where to write the file (default: the name's last component, here); an "
-        "existing directory receives it under that name",
+        "existing directory receives it under that name; with several names it must be an "
+        "existing directory",
     )
     get.add_argument("--overwrite", action="store_true", help="replace the destination if it exists")
     get.add_argument(
@@ -456,7 +631,33 @@ def parser(prog: str = "filefetch-py") -> argparse.ArgumentParser:
     get.add_argument(
         "--sha256",
         metavar="HEX",
-        help="the file's SHA-256 digest: a file whose data differs is not kept (exit 10)",
+        help="the file's SHA-256 digest (one NAME only): a file whose data differs is not "
+        "kept (exit 10)",
+    )
+    get.add_argument(
+        "--sha256-file",
+        metavar="SUMS",
+        help="check each file against its digest in SUMS, a list as sha256sum writes it, "
+        "looked up under the requested name, then under its last component; a name missing "
+        "from the list is a usage error, before anything is fetched",
+    )
+    get.add_argument(
+        "--retry",
+        dest="retries",
+        metavar="N",
+        type=_integer,
+        default=0,
+        help="try up to N more times when an attempt fails in a way the next may not (the "
+        "host unreachable, the connection cut, a timeout other than --max-time's); nothing "
+        "partial is kept (default: 0)",
+    )
+    get.add_argument(
+        "--retry-delay",
+        metavar="SECS",
+        type=_seconds,
+        default=0.25,
+        help="seconds to wait before the first retry; each later wait doubles, up to 10 s "
+        "(default: 0.25)",
     )
     get.add_argument("-q", "--quiet", action="store_true", help="print no success line")
     return top

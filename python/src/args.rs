@@ -207,10 +207,7 @@ pub(crate) fn listen_addrs(py: Python<'_>, hosts: &Hosts, port: u16) -> PyResult
     for host in &hosts.0 {
         let host = match host.as_str() {
             "" => "0.0.0.0",
-            h => h
-                .strip_prefix('[')
-                .and_then(|h| h.strip_suffix(']'))
-                .unwrap_or(h),
+            h => filefetch::config::bare_host(h),
         };
         let resolved = py.detach(|| (host, port).to_socket_addrs().map(Vec::from_iter));
         match resolved {

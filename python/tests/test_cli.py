@@ -3,6 +3,7 @@ code against the README's table is in test_error_table.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import sys
@@ -153,6 +154,59 @@ def test_serve_port_in_use(spawn: Spawn, server: filefetch.Server, files: Path) 
     )
     assert proc.finish() == 1, proc.seen
     assert "cannot listen" in proc.seen[-1], proc.seen
+
+
+def test_fetch_several(
+    spawn: Spawn, server: filefetch.Server, files: Path, out: Path, tmp_path: Path
+) -> None:
+    both = fetch_args(server.port, "hello.txt", "one-mib.bin", "-j", "2", "-o", str(out),
+                      "--retry", "2", "--retry-delay", "0.01")
+    proc = spawn(both, cwd=out)
+    assert proc.finish() == 0, proc.seen
+    for name in ("hello.txt", "one-mib.bin"):
+        assert (out / name).read_bytes() == (files / name).read_bytes()
+    assert f"received 13 bytes into {out / 'hello.txt'}" in proc.seen
+    assert f"fetched 2 of 2 files, {13 + (1 << 20)} bytes" in proc.seen
+
+    # Names from a list too; a missing one fails alone, and the status is its own.
+    listed = tmp_path / "names.txt"
+    listed.write_text("one-mib.bin\r\n\n")
+    again = out / "again"
+    again.mkdir()
+    mixed = spawn(
+        fetch_args(server.port, "hello.txt", "no-such", "--from", str(listed), "-o", str(again)),
+        cwd=out,
+    )
+    assert mixed.finish() == 3, mixed.seen
+    assert sorted(p.name for p in again.iterdir()) == ["hello.txt", "one-mib.bin"]
+    assert any(l.startswith("error: no-such: ") for l in mixed.seen), mixed.seen
+    assert "fetched 2 of 3 files, 1048589 bytes; 1 failed" in mixed.seen
+
+    # Several names need a directory to land in.
+    not_dir = spawn(fetch_args(server.port, "hello.txt", "empty.bin", "-o",
+                               str(tmp_path / "nowhere")), cwd=out)
+    assert not_dir.finish() == 2, not_dir.seen
+
+
+def test_fetch_checksum_list(
+    spawn: Spawn, server: filefetch.Server, files: Path, out: Path, tmp_path: Path
+) -> None:
+    digest = hashlib.sha256((files / "hello.txt").read_bytes()).hexdigest()
+    sums = tmp_path / "SUMS"
+    sums.write_text(f"{digest.upper()}  hello.txt\n{'0' * 64} *./one-mib.bin\n")
+    proc = spawn(fetch_args(server.port, "hello.txt", "one-mib.bin", "--sha256-file", str(sums),
+                            "-o", str(out)), cwd=out)
+    assert proc.finish() == 10, proc.seen
+    assert [p.name for p in out.iterdir()] == ["hello.txt"]
+
+    for more in (["other.txt", "--sha256-file", str(sums)],  # not listed
+                 ["empty.bin", "--sha256", digest],  # one digest, two names
+                 ["--sha256-file", str(tmp_path / "missing")]):
+        usage = spawn(fetch_args(server.port, "hello.txt", *more), cwd=out)
+        assert usage.finish() == 2, usage.seen
+    nothing = spawn(python("-m", "filefetch", "fetch", "127.0.0.1", str(server.port)), cwd=out)
+    assert nothing.finish() == 2, nothing.seen
+    assert [p.name for p in out.iterdir()] == ["hello.txt"]
 
 
 def test_usage_errors(spawn: Spawn, out: Path) -> None:

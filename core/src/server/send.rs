@@ -377,19 +377,19 @@ fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> Result<(),
 
 /// Writes all of `buf` (a response kept in memory, or a header); each write must make
 /// progress within `stall`. Writes that fit in the socket's buffer go out at once, without
-/// a trip through the event loop. `last` holds the bytes back for what follows (see
+/// a trip through the event loop. `hold` holds the bytes back for what follows (see
 /// [`Sock::try_write_last`]): the close after the end of a response, or the next write.
 async fn write_all(
     sock: &mut Sock,
     mut buf: &[u8],
     stall: Duration,
-    last: bool,
+    hold: bool,
     pace: &mut Pace<'_>,
 ) -> Result<(), SendError> {
     while !buf.is_empty() {
         let allowed = pace.allow(buf.len()).await;
         let chunk = &buf[..allowed];
-        let written = if last && allowed == buf.len() {
+        let written = if hold && allowed == buf.len() {
             sock.try_write_last(chunk)
         } else {
             sock.try_write(chunk)

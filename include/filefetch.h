@@ -147,8 +147,8 @@ typedef struct filefetch_server_options filefetch_server_options;
  * Return 0 to continue, or any other value to stop the transfer: the fetch then returns
  * `FILEFETCH_STATUS_ABORTED` and leaves no file behind. It is called on the thread that
  * called the fetch function, with the `user_data` given to
- * `filefetch_fetch_options_set_progress`. It must not unwind (C++ exceptions, `longjmp`)
- * through the library.
+ * `filefetch_fetch_options_set_progress`; `filefetch_fetch_many` does not call it. It must
+ * not unwind (C++ exceptions, `longjmp`) through the library.
  */
 typedef int (*filefetch_progress_callback)(void *user_data, uint64_t received, uint64_t total);
 
@@ -158,8 +158,9 @@ typedef int (*filefetch_progress_callback)(void *user_data, uint64_t received, u
  * Return 0 to continue, or any other value to stop: the fetch then returns
  * `FILEFETCH_STATUS_INTERRUPTED` and leaves no file behind. Use it to cancel from a signal
  * handler's flag or from another thread. It is called on the thread that called the fetch
- * function, with the `user_data` given to `filefetch_fetch_options_set_interrupt`. It must
- * not unwind through the library.
+ * function, or for `filefetch_fetch_many` possibly on that function's worker threads, on
+ * several at once, with the `user_data` given to `filefetch_fetch_options_set_interrupt`.
+ * It must not unwind through the library.
  */
 typedef int (*filefetch_interrupt_callback)(void *user_data);
 
@@ -434,6 +435,59 @@ enum filefetch_status filefetch_fetch_to_callback(const char *host,
  * Thread-safe (any thread may free a buffer).
  */
 void filefetch_bytes_free(uint8_t *data);
+
+/**
+ * Downloads the files `names[0]` to `names[count - 1]` from `host`:`port` into local files,
+ * each over its own connection, at most `jobs` at a time on worker threads of the library.
+ *
+ * Each file is fetched as `filefetch_fetch` fetches one, with the same options (the time
+ * limits, retries and maximum size apply to each file on its own): it lands whole under its
+ * own name or not at all, and one file's failure does not stop the others. `jobs` is from 1
+ * to 64; 0 means the default, 4.
+ *
+ * - With more than one name, the options' output must be an existing directory, each file
+ *   going to its name's last component in it (without an output: in the current
+ *   directory).
+ * - A name whose destination an earlier name of the list already takes (the same last
+ *   component; on Windows and macOS also one differing only in case) fails with
+ *   `FILEFETCH_STATUS_EXISTS` without connecting, even when overwriting: no file of the list
+ *   replaces another.
+ * - Once the interrupt callback returns nonzero, the transfers under way stop and the files
+ *   not yet started fail with `FILEFETCH_STATUS_INTERRUPTED` without connecting. The
+ *   callback may be called from the worker threads, possibly from several at once: it and
+ *   its `user_data` must be safe to use from any thread, concurrently.
+ * - The progress callback is not called (it could not tell the files apart). A SHA-256
+ *   digest (`filefetch_fetch_options_set_sha256`) checks one file: it applies when `count`
+ *   is 1, and with more names the call is refused.
+ *
+ * Once the files have been tried, `statuses[i]` receives the status of `names[i]` and, when
+ * `sizes` is not NULL, `sizes[i]` its size in bytes (0 for a file that failed). The call
+ * then returns `FILEFETCH_STATUS_OK` when every file landed, or else the status of the first
+ * failed file in list order, which `filefetch_last_error` describes after its name, with
+ * the number of failed files for a list of several (as in "b.txt: server has no such file:
+ * b.txt (1 of 3 files failed)"). `count` 0 fetches nothing and returns `FILEFETCH_STATUS_OK`.
+ *
+ * The call is refused as a whole with `FILEFETCH_STATUS_INVALID_ARGUMENT`, before
+ * connecting and without writing to `statuses` or `sizes`, when an argument is NULL (`names`
+ * and `statuses` may be NULL only when `count` is 0, `sizes` always), `host` or a name is
+ * not valid UTF-8, `jobs` is above 64, the options set a SHA-256 digest and `count` is above
+ * 1, or there are several names and the output is not an existing directory; the message
+ * names the argument (`names[2]`, `jobs`, `output`...). A name that cannot be requested
+ * (such as "" or "dir/") does not refuse the call: that file alone fails, with
+ * `FILEFETCH_STATUS_INVALID_ARGUMENT` as its status. To tell the two apart, fill `statuses`
+ * beforehand with a value no file gets, such as `FILEFETCH_STATUS_PANIC`.
+ *
+ * `host` and `options` must not be NULL. Blocks the calling thread until every file is done.
+ * Thread-safe: several threads may fetch at once, sharing an options handle or not.
+ */
+enum filefetch_status filefetch_fetch_many(const char *host,
+                                           uint16_t port,
+                                           const char *const *names,
+                                           size_t count,
+                                           const struct filefetch_fetch_options *options,
+                                           size_t jobs,
+                                           enum filefetch_status *statuses,
+                                           uint64_t *sizes);
 
 /**
  * Returns a short, static, English description of a status code.

@@ -24,8 +24,8 @@ use crate::guard::{
 /// Return 0 to continue, or any other value to stop the transfer: the fetch then returns
 /// `FILEFETCH_STATUS_ABORTED` and leaves no file behind. It is called on the thread that
 /// called the fetch function, with the `user_data` given to
-/// `filefetch_fetch_options_set_progress`. It must not unwind (C++ exceptions, `longjmp`)
-/// through the library.
+/// `filefetch_fetch_options_set_progress`; `filefetch_fetch_many` does not call it. It must
+/// not unwind (C++ exceptions, `longjmp`) through the library.
 pub type filefetch_progress_callback =
     Option<unsafe extern "C" fn(user_data: *mut c_void, received: u64, total: u64) -> c_int>;
 
@@ -34,8 +34,9 @@ pub type filefetch_progress_callback =
 /// Return 0 to continue, or any other value to stop: the fetch then returns
 /// `FILEFETCH_STATUS_INTERRUPTED` and leaves no file behind. Use it to cancel from a signal
 /// handler's flag or from another thread. It is called on the thread that called the fetch
-/// function, with the `user_data` given to `filefetch_fetch_options_set_interrupt`. It must
-/// not unwind through the library.
+/// function, or for `filefetch_fetch_many` possibly on that function's worker threads, on
+/// several at once, with the `user_data` given to `filefetch_fetch_options_set_interrupt`.
+/// It must not unwind through the library.
 pub type filefetch_interrupt_callback =
     Option<unsafe extern "C" fn(user_data: *mut c_void) -> c_int>;
 
@@ -76,8 +77,9 @@ struct Callback<F> {
 }
 
 // SAFETY: the library only passes `user_data` back to the caller's callback, on the threads
-// that call the fetch functions with these options; the header documents that the callback
-// and its data must cope with that.
+// that call the fetch functions with these options and on the worker threads of
+// `filefetch_fetch_many`; the header documents that the callback and its data must cope with
+// that.
 unsafe impl<F: Send> Send for Callback<F> {}
 // SAFETY: as for `Send`: the pointer is never dereferenced by the library.
 unsafe impl<F: Sync> Sync for Callback<F> {}
@@ -90,7 +92,7 @@ impl filefetch_fetch_options {
 
     /// The core options for one fetch, built (and so checked) by core, with the time limit
     /// and the interrupt callback attached.
-    fn build(&self) -> Result<FetchOptions, Failure> {
+    pub(crate) fn build(&self) -> Result<FetchOptions, Failure> {
         let mut builder = self.builder.clone();
         if let Some(limit) = self.max_time {
             builder = builder.max_time(limit);
@@ -116,6 +118,11 @@ impl filefetch_fetch_options {
             Some(digest) => fetch.expect_sha256(digest),
             None => fetch,
         }
+    }
+
+    /// The SHA-256 digest the data must have, if one was set.
+    pub(crate) fn expected(&self) -> Option<Sha256Digest> {
+        self.expected
     }
 
     /// Calls the progress callback, if any.

@@ -29,6 +29,7 @@
 mod error;
 mod fetch;
 mod guard;
+mod many;
 mod message;
 mod server;
 
@@ -47,6 +48,7 @@ pub use fetch::{
     filefetch_fetch_to_callback, filefetch_interrupt_callback, filefetch_progress_callback,
     filefetch_write_callback,
 };
+pub use many::filefetch_fetch_many;
 pub use message::{filefetch_last_error, filefetch_strerror};
 pub use server::{
     filefetch_serve, filefetch_server, filefetch_server_abort, filefetch_server_free,

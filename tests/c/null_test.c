@@ -119,6 +119,33 @@ int main(void) {
                  FILEFETCH_STATUS_NOT_FOUND);
     CHECK(size == 777);
 
+    /* Many files: NULL names and statuses only with a count of 0; sizes may be NULL. */
+    const char *names[] = {"x", NULL};
+    filefetch_status statuses[2] = {FILEFETCH_STATUS_PANIC, FILEFETCH_STATUS_PANIC};
+    uint64_t sizes[2] = {777, 777};
+    CHECK_STATUS(filefetch_fetch_many(NULL, port, names, 1, options, 0, statuses, sizes),
+                 INVALID);
+    CHECK(strstr(filefetch_last_error(), "host") != NULL);
+    CHECK_STATUS(filefetch_fetch_many("127.0.0.1", port, NULL, 1, options, 0, statuses, sizes),
+                 INVALID);
+    CHECK(strstr(filefetch_last_error(), "names") != NULL);
+    CHECK_STATUS(filefetch_fetch_many("127.0.0.1", port, names, 2, options, 0, statuses, sizes),
+                 INVALID);
+    CHECK(strstr(filefetch_last_error(), "names[1]") != NULL);
+    CHECK_STATUS(filefetch_fetch_many("127.0.0.1", port, names, 1, NULL, 0, statuses, sizes),
+                 INVALID);
+    CHECK(strstr(filefetch_last_error(), "options") != NULL);
+    CHECK_STATUS(filefetch_fetch_many("127.0.0.1", port, names, 1, options, 0, NULL, sizes),
+                 INVALID);
+    CHECK(strstr(filefetch_last_error(), "statuses") != NULL);
+    CHECK(statuses[0] == FILEFETCH_STATUS_PANIC && sizes[0] == 777);
+    CHECK_STATUS(filefetch_fetch_many("127.0.0.1", port, NULL, 0, options, 0, NULL, NULL),
+                 FILEFETCH_STATUS_OK);
+    /* sizes NULL: the fetch goes ahead (and finds no such file). */
+    CHECK_STATUS(filefetch_fetch_many("127.0.0.1", port, names, 1, options, 0, statuses, NULL),
+                 FILEFETCH_STATUS_NOT_FOUND);
+    CHECK(statuses[0] == FILEFETCH_STATUS_NOT_FOUND);
+
     /* The server functions. */
     uint16_t out_port = 7;
     CHECK_STATUS(filefetch_server_port(NULL, &out_port), INVALID);

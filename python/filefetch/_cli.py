@@ -2,8 +2,7 @@
 
 ``filefetch-py serve|fetch`` (or ``python -m filefetch serve|fetch``) is the Rust
 ``filefetch`` command's twin: the same subcommands, options, defaults and exit codes (see
-``EXIT_CODES``), but for ``--config``, ``fetch --print-sha256``, progress bars and the
-lines that report retries. ``python -m filefetch.server PORT`` and ``python -m filefetch.client HOST
+``EXIT_CODES``), but for ``--config``, progress bars and the lines that report retries. ``python -m filefetch.server PORT`` and ``python -m filefetch.client HOST
 PORT FILENAME`` are drop-ins for the original scripts and keep their command lines: status 1
 on any failure, 2 for bad arguments, 130 when interrupted.
 
@@ -314,8 +313,8 @@ def run_fetch(args: argparse.Namespace) -> int:
         "retries": args.retries,
         "retry_delay": args.retry_delay,
     }
-    if len(names) > 1:
-        return _fetch_several(args, names, digests, common)
+    if len(names) > 1 or args.print_sha256:
+        return _fetch_list(args, names, digests, common)
     try:
         path = fetch(
             args.host,
@@ -336,17 +335,35 @@ def run_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fetch_several(
+def sha256sum_line(digest: str, path: str) -> str:
+    """The line ``sha256sum`` writes for `path`: ``\\`` first and the name escaped when it
+    holds a backslash or a line break."""
+    if any(c in path for c in "\\\n\r"):
+        escaped = path.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+        return f"\\{digest}  {escaped}"
+    return f"{digest}  {path}"
+
+
+def _fetch_list(
     args: argparse.Namespace,
     names: list[str],
     digests: Optional[dict[str, str]],
     common: dict[str, Any],
 ) -> int:
-    """Several names, ``--jobs`` at a time: a line for each file, then a summary; the exit
-    status is 130 if interrupted, else that of the first failed file in the order given."""
+    """Several names, ``--jobs`` at a time (or one with ``--print-sha256``): a line for each
+    file, then (for several) a summary; the exit status is 130 if interrupted, else that of
+    the first failed file in the order given."""
+    several = len(names) > 1
     try:
         results = fetch_many(
-            args.host, args.port, names, args.output, jobs=args.jobs, sha256=digests, **common
+            args.host,
+            args.port,
+            names,
+            args.output,
+            jobs=args.jobs,
+            sha256=digests,
+            compute_sha256=args.print_sha256,
+            **common,
         )
     except Error as e:
         print(f"error: {_message(e)}", file=sys.stderr)
@@ -359,7 +376,9 @@ def _fetch_several(
         if result.ok:
             fetched += 1
             size += result.size or 0
-            if not args.quiet:
+            if args.print_sha256 and result.sha256 is not None:
+                print(sha256sum_line(result.sha256, str(result.path)), flush=True)
+            elif not args.quiet:
                 print(f"received {result.size} bytes into {result.path}", flush=True)
             continue
         error = result.error
@@ -370,7 +389,9 @@ def _fetch_several(
         code = exit_code(error) if isinstance(error, Error) else 1
         status = status or code
         text = _message(error) if isinstance(error, Error) else str(error)
-        print(f"error: {result.name}: {text}", file=sys.stderr)
+        print(f"error: {result.name}: {text}" if several else f"error: {text}", file=sys.stderr)
+    if not several:
+        return INTERRUPTED if interrupted else status
     summary = f"fetched {fetched} of {len(names)} files, {size} bytes"
     counts = [f"{n} {what}" for n, what in ((failed, "failed"), (interrupted, "interrupted")) if n]
     if counts:
@@ -640,6 +661,12 @@ def parser(prog: str = "filefetch-py") -> argparse.ArgumentParser:
         help="check each file against its digest in SUMS, a list as sha256sum writes it, "
         "looked up under the requested name, then under its last component; a name missing "
         "from the list is a usage error, before anything is fetched",
+    )
+    get.add_argument(
+        "--print-sha256",
+        action="store_true",
+        help="print each file's SHA-256 digest as sha256sum does (<hex>  <path>) instead of "
+        "the received line, even with -q; the digest is computed as the data arrives",
     )
     get.add_argument(
         "--retry",

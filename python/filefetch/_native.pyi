@@ -109,6 +109,7 @@ def fetch_many(
     retries: int = 0,
     retry_delay: float = 0.25,
     sha256: Optional[Mapping[str, str]] = None,
+    compute_sha256: bool = False,
     progress: Optional[Callable[[str, int, int], object]] = None,
 ) -> list[FetchResult]: ...
 def serve(

@@ -111,7 +111,11 @@ fn digests(
 ///
 /// `sha256`, if given, maps each name to the SHA-256 digest its data must have (64
 /// hexadecimal digits); every name must have one. A file whose data differs fails with
-/// ChecksumMismatchError and nothing of it is kept. `progress(name, received, total)` is
+/// ChecksumMismatchError and nothing of it is kept. `compute_sha256` computes each file's
+/// digest as its data arrives (on the buffered receive path, not Linux's `splice`), without
+/// checking it. Either way, the digest of a file that landed is its FetchResult's `sha256`
+/// (64 lowercase hexadecimal digits; None when no digest was computed).
+/// `progress(name, received, total)` is
 /// called as each file's data arrives, from the threads that fetch (several at once); an
 /// exception it raises stops that file, and becomes its `error`.
 ///
@@ -125,10 +129,11 @@ fn digests(
     timeout=Seconds::of(config::IDLE_TIMEOUT), connect_timeout=Seconds::of(config::CONNECT_TIMEOUT),
     max_time=None, speed_limit=Int::of(0), speed_time=Seconds::of(config::MIN_RATE_WINDOW),
     max_size=None, retries=Int::of(config::RETRIES as usize),
-    retry_delay=Seconds::of(config::RETRY_DELAY), sha256=None, progress=None,
+    retry_delay=Seconds::of(config::RETRY_DELAY), sha256=None, compute_sha256=false,
+    progress=None,
 ), text_signature = "(host, port, names, dest=None, *, jobs=4, overwrite=False, timeout=1.0, \
     connect_timeout=5.0, max_time=None, speed_limit=0, speed_time=30.0, max_size=None, \
-    retries=0, retry_delay=0.25, sha256=None, progress=None)")]
+    retries=0, retry_delay=0.25, sha256=None, compute_sha256=False, progress=None)")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn fetch_many<'py>(
     py: Python<'py>,
@@ -147,6 +152,7 @@ pub(crate) fn fetch_many<'py>(
     retries: Int,
     retry_delay: Seconds,
     sha256: Option<Bound<'py, PyAny>>,
+    compute_sha256: bool,
     progress: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyList>> {
     let port = args::remote_port(py, port)?;
@@ -170,7 +176,10 @@ pub(crate) fn fetch_many<'py>(
         let stop = stop.clone();
         move || stop.load(Ordering::SeqCst)
     };
-    let options = limits.options(py, Some(check), destination(dest, overwrite))?;
+    let place = destination(dest, overwrite);
+    let options = limits.options(py, Some(check), move |builder| {
+        place(builder).sha256(compute_sha256)
+    })?;
     // The exception each file's progress callback raised, if any: that file's error.
     let raised: Vec<Raised> = names.iter().map(|_| Raised::default()).collect();
     let watch_signals = on_main_thread(py)?;
@@ -231,10 +240,18 @@ pub(crate) fn fetch_many<'py>(
     let list = PyList::empty(py);
     for (index, (name, result)) in results.into_iter().enumerate() {
         let item = match result {
-            Ok(Fetched { path, bytes, .. }) => class.call1((name, path, bytes, py.None()))?,
+            Ok(Fetched {
+                path,
+                bytes,
+                sha256,
+                ..
+            }) => {
+                let digest = sha256.map(|digest| digest.to_string());
+                class.call1((name, path, bytes, py.None(), digest))?
+            }
             Err(e) => {
                 let error = raised[index].take().unwrap_or_else(|| errors::to_py(py, e));
-                class.call1((name, py.None(), py.None(), error.into_value(py)))?
+                class.call1((name, py.None(), py.None(), error.into_value(py), py.None()))?
             }
         };
         list.append(item)?;

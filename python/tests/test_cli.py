@@ -14,6 +14,7 @@ from typing import Callable, Optional
 import pytest
 
 import filefetch
+from filefetch._cli import sha256sum_line
 from conftest import Process, python
 
 Spawn = Callable[..., Process]
@@ -207,6 +208,26 @@ def test_fetch_checksum_list(
     nothing = spawn(python("-m", "filefetch", "fetch", "127.0.0.1", str(server.port)), cwd=out)
     assert nothing.finish() == 2, nothing.seen
     assert [p.name for p in out.iterdir()] == ["hello.txt"]
+
+
+def test_fetch_print_sha256(spawn: Spawn, server: filefetch.Server, files: Path, out: Path) -> None:
+    def line(name: str) -> str:
+        return f"{hashlib.sha256((files / name).read_bytes()).hexdigest()}  {out / name}"
+
+    one = spawn(fetch_args(server.port, "hello.txt", "-o", str(out), "--print-sha256", "-q"),
+                cwd=out)
+    assert one.finish() == 0, one.seen
+    assert one.seen == [line("hello.txt")]
+    two = spawn(fetch_args(server.port, "one-mib.bin", "empty.bin", "no-such", "-o", str(out),
+                           "--print-sha256"), cwd=out)
+    assert two.finish() == 3, two.seen
+    assert line("one-mib.bin") in two.seen and line("empty.bin") in two.seen, two.seen
+    assert "fetched 2 of 3 files, 1048576 bytes; 1 failed" in two.seen
+    missing = spawn(fetch_args(server.port, "no-such", "--print-sha256"), cwd=out)
+    assert missing.finish() == 3, missing.seen
+    assert len(missing.seen) == 1 and missing.seen[0].startswith("error: "), missing.seen
+    assert "no such file" in missing.seen[0] and "no-such: " not in missing.seen[0]
+    assert sha256sum_line("ab", "a\\b\nc") == "\\ab  a\\\\b\\nc"
 
 
 def test_usage_errors(spawn: Spawn, out: Path) -> None:

@@ -164,6 +164,7 @@ def test_digests(tree: Path, out: Path) -> None:
     with filefetch.Server(root=tree) as server:
         results = filefetch.fetch_many("127.0.0.1", server.port, names, out, sha256=digests)
         assert all(r.ok for r in results), results
+        assert [r.sha256 for r in results] == [digests[n] for n in names]
         for p in out.iterdir():
             p.unlink()
         wrong = dict(digests, **{"dir1/f1.bin": "00" * 32})
@@ -172,6 +173,19 @@ def test_digests(tree: Path, out: Path) -> None:
     assert isinstance(bad.error, filefetch.ChecksumMismatchError)
     assert bad.error.actual == digests["dir1/f1.bin"]
     assert [p.name for p in out.iterdir()] == ["hello.txt"]
+
+
+def test_digests_computed_on_request(tree: Path, out: Path) -> None:
+    names = ["hello.txt", "dir1/f1.bin", "empty.bin"]
+    with filefetch.Server(root=tree) as server:
+        plain = filefetch.fetch_many("127.0.0.1", server.port, names, out)
+        assert [r.sha256 for r in plain] == [None, None, None]
+        for p in out.iterdir():
+            p.unlink()
+        computed = filefetch.fetch_many("127.0.0.1", server.port, names, out, compute_sha256=True)
+    assert [r.sha256 for r in computed] == [
+        hashlib.sha256((tree / n).read_bytes()).hexdigest() for n in names
+    ]
 
 
 def test_a_name_without_a_digest_fetches_nothing(raw_server: StartRaw, out: Path) -> None:

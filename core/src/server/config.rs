@@ -217,7 +217,9 @@ impl ServerConfigBuilder {
     }
 
     /// Worker threads; 0 (the default) means one per CPU core; at most
-    /// [`config::MAX_THREADS`].
+    /// [`config::MAX_THREADS`]. On Linux, each listening socket the server binds itself also
+    /// has a thread of its own waiting in `accept`, which serves the requests that need no
+    /// waiting and hands the rest to the workers.
     pub fn threads(mut self, n: usize) -> Self {
         self.0.threads = n;
         self

@@ -182,13 +182,15 @@ impl Record {
     }
 }
 
+/// Serves one connection, accepted at `start` (the request deadline counts from there), to
+/// its log line.
 pub(super) async fn connection(
     mut sock: Sock,
     peer: SocketAddr,
     ctx: Arc<Ctx>,
     permit: OwnedSemaphorePermit,
+    start: Instant,
 ) {
-    let start = Instant::now();
     // Counted as open until it is closed, or dropped in any other way.
     let active = ctx.metrics.as_deref().map(Metrics::opened);
     let mut record = Record::new(peer);

@@ -8,7 +8,8 @@
 //!
 //! - `config`: the settings and their builder;
 //! - this module: binding, the accept loops, the connection limit, the life cycle
-//!   ([`Server`], [`BackgroundServer`], [`ServerHandle`]);
+//!   ([`Server`], [`BackgroundServer`], [`ServerHandle`]); `waiting`: on Linux, the accept
+//!   loop of a socket the server bound itself, waiting in `accept` on a thread of its own;
 //! - `exchange`: one connection, from the request to the log line;
 //! - `confine`: names and opening them beneath the root; `cache`: files kept open;
 //! - `send`: the response's paths to the socket; `socket`: the accepted socket;
@@ -46,6 +47,8 @@ mod send;
 mod socket;
 #[cfg(feature = "object-store")]
 mod store;
+#[cfg(target_os = "linux")]
+mod waiting;
 
 pub use access::{AccessRule, Cidr};
 #[cfg(unix)]
@@ -95,6 +98,9 @@ impl ServerHandle {
 /// A bound server, ready to [`run`](Server::run).
 pub struct Server {
     listeners: Vec<std::net::TcpListener>,
+    /// The listening sockets were bound here, not handed over: no one else has them.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    own_listeners: bool,
     addrs: Vec<SocketAddr>,
     config: ServerConfig,
     /// Connections handled at once: the configured limit, or fewer if the process's
@@ -140,9 +146,9 @@ impl Server {
             listeners.push(listener);
         }
         let metrics = listen_metrics(&config, &bound)?;
-        Ok(Self::with_listeners(
-            listeners, bound, source, config, metrics,
-        ))
+        let mut server = Self::with_listeners(listeners, bound, source, config, metrics);
+        server.own_listeners = true;
+        Ok(server)
     }
 
     /// Serves on listening sockets opened elsewhere: by a service manager (see
@@ -223,6 +229,7 @@ impl Server {
         let (state, _) = watch::channel(State::Running);
         Server {
             listeners,
+            own_listeners: false,
             addrs: bound,
             config,
             connection_limit,
@@ -309,7 +316,8 @@ impl Server {
         })
     }
 
-    /// Serves with `acceptors` accept loops per listening socket (one per worker thread).
+    /// Serves with `acceptors` accept loops per listening socket (one per worker thread), or
+    /// on Linux, for the sockets bound here, one waiting in `accept` (see `waiting`).
     async fn serve(self, acceptors: usize) -> Result<()> {
         // More than u32::MAX connections at once is beyond any system; the cap keeps the
         // semaphore (and the drain below, which takes every permit back) within range.
@@ -317,7 +325,26 @@ impl Server {
         let permits = Arc::new(Semaphore::new(limit));
         let mut state = self.handle.state.subscribe();
         let mut accepting = JoinSet::new();
+        #[cfg(target_os = "linux")]
+        let mut waiting = Vec::new();
         for listener in self.listeners {
+            #[cfg(target_os = "linux")]
+            if self.own_listeners {
+                listener
+                    .set_nonblocking(false)
+                    .map_err(|source| Error::Io { path: None, source })?;
+                let listener = Arc::new(listener);
+                waiting.push(listener.clone());
+                let (ctx, permits, state) = (
+                    self.ctx.clone(),
+                    permits.clone(),
+                    self.handle.state.subscribe(),
+                );
+                accepting.spawn_blocking(move || {
+                    waiting::accept_waiting(&listener, &ctx, &permits, state);
+                });
+                continue;
+            }
             let listener = Arc::new(
                 sys::Listener::new(listener).map_err(|source| Error::Io { path: None, source })?,
             );
@@ -349,6 +376,11 @@ impl Server {
             Err(_) => State::Stopped,
         };
         // Close the listening sockets before waiting for the transfers in flight.
+        #[cfg(target_os = "linux")]
+        for listener in &waiting {
+            // Ends the `accept` waiting on it; the port is free from here on.
+            let _ = socket2::SockRef::from(&**listener).shutdown(std::net::Shutdown::Read);
+        }
         accepting.abort_all();
         while accepting.join_next().await.is_some() {}
         if stop == State::Draining {
@@ -642,18 +674,24 @@ async fn accept_loop(listener: Arc<sys::Listener>, ctx: Arc<Ctx>, permits: Arc<S
             return;
         };
         match listener.accept().await {
-            Ok((sock, peer)) => start(connection(sock.into(), peer, ctx.clone(), permit)).await,
-            Err(e) => {
-                // Out of descriptors or memory: keep serving, and back off so a full table
-                // does not spin the loop.
-                if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                    tracing::warn!(error = %e, "accept failed; retrying");
-                    last_warning = Some(Instant::now());
-                }
-                sleep(Duration::from_millis(50)).await;
+            Ok((sock, peer)) => {
+                let connection = connection(sock.into(), peer, ctx.clone(), permit, Instant::now());
+                start(connection).await;
             }
+            Err(e) => sleep(accept_failed(&e, &mut last_warning)).await,
         }
     }
+}
+
+/// After `accept` failed for want of descriptors or memory: says so (at most once a second)
+/// and tells how long to wait before trying again, so that a full table does not spin the
+/// loop. The server keeps serving.
+fn accept_failed(error: &std::io::Error, last_warning: &mut Option<Instant>) -> Duration {
+    if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+        tracing::warn!(error = %error, "accept failed; retrying");
+        *last_warning = Some(Instant::now());
+    }
+    Duration::from_millis(50)
 }
 
 /// Closes the cached files whose time is up, every cache lifetime.

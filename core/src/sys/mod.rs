@@ -51,6 +51,8 @@ pub(crate) use linux::{ack_now, open_native, send_held, start_with_delayed_acks,
 pub(crate) use portable::open_native;
 #[cfg(not(target_os = "linux"))]
 pub(crate) use portable::{ack_now, send_held, start_with_delayed_acks, Splicer};
+#[cfg(target_os = "linux")]
+pub(crate) use unix::accept_waiting;
 #[cfg(windows)]
 pub(crate) use windows::open_native;
 

@@ -272,6 +272,15 @@ impl Listener {
     }
 }
 
+/// Waits in `accept` itself for a connection on a listening socket in blocking mode; the
+/// socket accepted is non-blocking all the same.
+#[cfg(target_os = "linux")]
+pub(crate) fn accept_waiting(
+    listener: &std::net::TcpListener,
+) -> io::Result<(Accepted, SocketAddr)> {
+    accept_nonblocking(listener)
+}
+
 /// `accept4` hands the socket over non-blocking and close-on-exec in one call.
 #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
 fn accept_nonblocking(listener: &std::net::TcpListener) -> io::Result<(Accepted, SocketAddr)> {

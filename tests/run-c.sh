@@ -11,8 +11,9 @@
 #   3. compiles every tests/c/*_test.c with -std=c99 -Wall -Wextra -Wpedantic -Werror,
 #      once against the shared library (flags from `pkg-config --cflags --libs filefetch`)
 #      and once against the static one;
-#   4. runs each program, then runs it again under valgrind, where any leak or memory
+#   4. runs each program, and runs it again under valgrind, where any leak or memory
 #      error fails the run (tests/c/valgrind.supp explains the two reports that are not);
+#      two runs at a time, each in a directory of its own;
 #   5. installs again into a staging directory (DESTDIR=target/c-api/stage,
 #      PREFIX=/opt/filefetch): the files must name /opt/filefetch and never the staging
 #      directory; then builds and runs the consumer projects of tests/c/consumers against
@@ -186,11 +187,29 @@ valgrind_args=(
     --suppressions="$repo/tests/c/valgrind.supp"
 )
 checks=0
-run() { # run <label> <command...>: passes when it exits 0 and reports no failed check
-    local label="$1" log="$work/run/log"
+# Each run gets a directory of its own (its working directory and TMPDIR) and a log; two run
+# at once, since a program under valgrind keeps one core busy and leaves the other idle.
+# Results are reported in order once all have ended.
+labels=()
+launch() { # launch <label> <command...>
+    local id="${#labels[@]}"
+    labels+=("$1")
     shift
-    local status=0
-    (cd "$work/run" && TMPDIR="$work/run" "$@") >"$log" 2>&1 || status=$?
+    mkdir -p "$work/run/$id"
+    (
+        status=0
+        (cd "$work/run/$id" && TMPDIR="$work/run/$id" "$@") >"$work/run/$id.log" 2>&1 ||
+            status=$?
+        echo "$status" >"$work/run/$id.status"
+    ) &
+    while (($(jobs -rp | wc -l) >= 2)); do
+        wait -n || true
+    done
+}
+report() { # report <id>: passes when the run exited 0 and reported no failed check
+    local id="$1" log="$work/run/$1.log"
+    local label="${labels[$id]}" status
+    status="$(cat "$work/run/$id.status" 2>/dev/null || echo "unknown")"
     local summary
     summary="$(grep -E '^[a-z_]+: [0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1 || true)"
     if [ "$status" = 0 ] && [ -n "$summary" ] && [[ "$summary" == *" 0 failed" ]]; then
@@ -203,9 +222,13 @@ run() { # run <label> <command...>: passes when it exits 0 and reports no failed
 }
 for name in "${programs[@]}"; do
     for link in shared static; do
-        run "$name [$link]" "$bin/$link/$name"
-        run "$name [$link, valgrind]" valgrind "${valgrind_args[@]}" "$bin/$link/$name"
+        launch "$name [$link]" "$bin/$link/$name"
+        launch "$name [$link, valgrind]" valgrind "${valgrind_args[@]}" "$bin/$link/$name"
     done
+done
+wait
+for id in "${!labels[@]}"; do
+    report "$id"
 done
 
 # --- installing elsewhere, and programs built against the installed trees ---------------

@@ -378,11 +378,14 @@ impl Server {
         // Close the listening sockets before waiting for the transfers in flight.
         #[cfg(target_os = "linux")]
         for listener in &waiting {
-            // Ends the `accept` waiting on it; the port is free from here on.
+            // Ends the `accept` waiting on it, and new connections are refused from here on.
             let _ = socket2::SockRef::from(&**listener).shutdown(std::net::Shutdown::Read);
         }
         accepting.abort_all();
         while accepting.join_next().await.is_some() {}
+        // The sockets close now that their threads are gone, rather than after the drain.
+        #[cfg(target_os = "linux")]
+        drop(waiting);
         if stop == State::Draining {
             let all = u32::try_from(limit).unwrap_or(u32::MAX);
             let drained = permits.acquire_many(all);

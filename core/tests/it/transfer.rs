@@ -1,5 +1,6 @@
 //! Whole transfers over loopback: sizes, names, refusals, concurrency, both send paths.
 
+use std::io::{Read, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -353,6 +354,62 @@ fn graceful_shutdown_finishes_transfers_in_flight() {
     // Nothing listens any more.
     let after = fetch_bytes("127.0.0.1", port, "slow.bin", &FetchOptions::new());
     assert!(matches!(after, Err(Error::Connect { .. })), "{after:?}");
+}
+
+/// Once a graceful shutdown starts, the listening socket is closed at once: new connections
+/// are refused and the port can be bound again (by the next server) while the transfers in
+/// flight drain.
+#[test]
+fn a_draining_server_gives_up_its_port_at_once() {
+    let server = TestServer::with(|c| c.grace_period(Duration::from_secs(20)));
+    let data = pattern(8 << 20);
+    server.put("slow.bin", &data);
+    let addr = server.addr();
+    // A transfer in flight: the response has started, and most of it waits for the reader.
+    let mut held = crate::support::raw(addr);
+    held.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    held.write_all(&crate::support::request(b"slow.bin"))
+        .unwrap();
+    let mut header = [0u8; 8];
+    held.read_exact(&mut header).unwrap();
+    assert_eq!(header.to_vec(), crate::support::found(8 << 20));
+
+    let mut server = server;
+    let bg = server.server.take().unwrap();
+    bg.handle().shutdown();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+            other => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "still accepting: {other:?}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    // The next server takes the port while this one drains.
+    let config = filefetch::ServerConfig::builder()
+        .root(server.root.path())
+        .build()
+        .unwrap();
+    let next = filefetch::Server::bind(addr, config)
+        .unwrap()
+        .spawn()
+        .unwrap();
+    assert_eq!(
+        fetch_bytes("127.0.0.1", addr.port(), "slow.bin", &FetchOptions::new()).unwrap(),
+        data
+    );
+    next.shutdown().unwrap();
+    // The transfer in flight still completes.
+    let mut rest = Vec::new();
+    held.read_to_end(&mut rest).unwrap();
+    assert!(rest == data[..], "{} of {} bytes", rest.len(), data.len());
+    bg.join().unwrap();
 }
 
 /// A file the 32-bit DataLength cannot describe gets StatusCode 0 (a sparse file: no disk

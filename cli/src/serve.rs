@@ -4,6 +4,7 @@
 use std::io::{self, IsTerminal};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use crate::args::{LogFormat, ServeArgs};
 use crate::exit::{Exit, Failure};
 use crate::logbuf::{self, LogBuf};
 use crate::logjson::{self, JsonFormat, Line};
-use crate::logline::LineFormat;
+use crate::logline::{AccessLines, LineFormat};
 use crate::signals::Interrupt;
 
 /// How often the signal watchers look at the signal count.
@@ -66,10 +67,15 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
     let interrupt = Interrupt::install(3)
         .map_err(|e| Failure::new(Exit::Other, format!("cannot handle signals: {e}")))?;
     let activated = inherited.as_ref().map(Vec::len);
-    let server = match inherited {
+    let mut server = match inherited {
         Some(listeners) => Server::from_listeners(listeners, config)?,
         None => Server::bind_all(&addrs, config)?,
     };
+    // Each connection's line straight into the text log, when it has no colours; JSON and
+    // a terminal get it through `tracing`.
+    if args.log_format == LogFormat::Text && !io::stdout().is_terminal() {
+        server = server.access_log(Arc::new(AccessLines::new(log.clone())));
+    }
     watch_signals(
         interrupt,
         server.handle(),

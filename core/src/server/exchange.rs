@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{timeout, timeout_at};
+use tracing::Level;
 
 use super::access::{judge, AccessRule, Denied, PerAddress, Slot};
+use super::access_log::{AccessEntry, AccessLog};
 use super::cache::FileCache;
 use super::confine::{check_name, OpenError, Resolver, Root};
 use super::metrics::{Ending, Metrics};
@@ -44,6 +46,8 @@ pub(super) struct Ctx {
     pub(super) total_rate: Option<pace::Shared>,
     /// The server's metrics, if they are on.
     pub(super) metrics: Option<Arc<Metrics>>,
+    /// Where each connection's line goes, if not to `tracing`.
+    pub(super) access_log: Option<Arc<dyn AccessLog>>,
 }
 
 /// Where files come from.
@@ -215,35 +219,23 @@ pub(super) async fn connection(
     drop(sock);
     drop(record.slot.take());
     drop(permit);
-    let name = record.name.as_deref().unwrap_or("-");
-    let status = match record.status {
-        None => "-",
-        Some(0) => "0",
-        Some(_) => "1",
+    let entry = AccessEntry {
+        level: match outcome {
+            Outcome::Sent | Outcome::NotFound(_) => Level::INFO,
+            _ => Level::WARN,
+        },
+        client: record.client,
+        via: record.via,
+        name: record.name.as_deref(),
+        status: record.status,
+        bytes: record.bytes,
+        duration: start.elapsed(),
+        outcome: outcome.word(),
+        message: &outcome,
     };
-    let ms = Millis(start.elapsed());
-    match outcome {
-        Outcome::Sent | Outcome::NotFound(_) => tracing::info!(
-            target: "filefetch::server",
-            peer = %record.client, via = record.via.map(tracing::field::display), name = ?name, status = %status, bytes = record.bytes, ms = %ms, outcome = %outcome.word(),
-            "{outcome}"
-        ),
-        _ => tracing::warn!(
-            target: "filefetch::server",
-            peer = %record.client, via = record.via.map(tracing::field::display), name = ?name, status = %status, bytes = record.bytes, ms = %ms, outcome = %outcome.word(),
-            "{outcome}"
-        ),
-    }
-}
-
-/// A duration in milliseconds with one decimal ("0.3", "1000.0"), rounded to the nearest
-/// tenth, written without floating point.
-struct Millis(Duration);
-
-impl fmt::Display for Millis {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let tenths = (self.0.as_nanos() + 50_000) / 100_000;
-        write!(f, "{}.{}", tenths / 10, tenths % 10)
+    match &ctx.access_log {
+        Some(log) => log.log(&entry),
+        None => entry.trace(),
     }
 }
 
@@ -541,21 +533,6 @@ mod tests {
     use std::io::{Read, Write};
     use std::task::Poll;
 
-    #[test]
-    fn durations_are_logged_in_tenths_of_a_millisecond() {
-        for (nanos, text) in [
-            (0, "0.0"),
-            (49_999, "0.0"),
-            (50_000, "0.1"),
-            (250_000, "0.3"),
-            (1_949_999, "1.9"),
-            (999_950_000, "1000.0"),
-            (u64::MAX, "18446744073709.6"),
-        ] {
-            assert_eq!(Millis(Duration::from_nanos(nanos)).to_string(), text);
-        }
-    }
-
     /// A connection accepted from a [`listen`] socket, its server end as the server holds it
     /// plus a second handle on the same socket for looking at its options.
     fn accepted() -> (Sock, std::net::TcpStream, std::net::TcpStream) {
@@ -615,6 +592,7 @@ mod tests {
             rate_limit: 0,
             total_rate: None,
             metrics: None,
+            access_log: None,
         };
         let (mut sock, probe, mut client) = accepted();
         assert!(!quick_ack(&probe));

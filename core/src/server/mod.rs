@@ -34,6 +34,7 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep, timeout};
 
 mod access;
+mod access_log;
 #[cfg(unix)]
 mod activation;
 mod cache;
@@ -51,6 +52,7 @@ mod store;
 mod waiting;
 
 pub use access::{AccessRule, Cidr};
+pub use access_log::{access_enabled, AccessEntry, AccessLog, ACCESS_TARGET};
 #[cfg(unix)]
 pub use activation::systemd_listeners;
 pub use config::{ServerConfig, ServerConfigBuilder};
@@ -106,7 +108,7 @@ pub struct Server {
     /// Connections handled at once: the configured limit, or fewer if the process's
     /// descriptor limit allows fewer.
     connection_limit: usize,
-    ctx: Arc<Ctx>,
+    ctx: Ctx,
     handle: ServerHandle,
     /// The metrics' listening socket and its address, if metrics are on.
     metrics: Option<(std::net::TcpListener, SocketAddr)>,
@@ -206,7 +208,7 @@ impl Server {
             let (hits, misses) = counters.cache_counters();
             files = files.counting(hits, misses);
         }
-        let ctx = Arc::new(Ctx {
+        let ctx = Ctx {
             source,
             files,
             request_timeout: config.request_timeout(),
@@ -225,7 +227,8 @@ impl Server {
             total_rate: (config.total_rate_limit() > 0)
                 .then(|| pace::Shared::new(config.total_rate_limit())),
             metrics: counters,
-        });
+            access_log: None,
+        };
         let (state, _) = watch::channel(State::Running);
         Server {
             listeners,
@@ -262,6 +265,13 @@ impl Server {
     /// more wait in the listen backlog).
     pub fn connection_limit(&self) -> usize {
         self.connection_limit
+    }
+
+    /// Hands the line of each connection to `log` instead of logging it as a `tracing`
+    /// event (see [`AccessLog`]).
+    pub fn access_log(mut self, log: Arc<dyn AccessLog>) -> Server {
+        self.ctx.access_log = Some(log);
+        self
     }
 
     /// A handle to stop the server from another thread.
@@ -323,6 +333,7 @@ impl Server {
         // semaphore (and the drain below, which takes every permit back) within range.
         let limit = self.connection_limit;
         let permits = Arc::new(Semaphore::new(limit));
+        let ctx = Arc::new(self.ctx);
         let mut state = self.handle.state.subscribe();
         let mut accepting = JoinSet::new();
         #[cfg(target_os = "linux")]
@@ -335,11 +346,8 @@ impl Server {
                     .map_err(|source| Error::Io { path: None, source })?;
                 let listener = Arc::new(listener);
                 waiting.push(listener.clone());
-                let (ctx, permits, state) = (
-                    self.ctx.clone(),
-                    permits.clone(),
-                    self.handle.state.subscribe(),
-                );
+                let (ctx, permits, state) =
+                    (ctx.clone(), permits.clone(), self.handle.state.subscribe());
                 accepting.spawn_blocking(move || {
                     waiting::accept_waiting(&listener, &ctx, &permits, state);
                 });
@@ -349,19 +357,15 @@ impl Server {
                 sys::Listener::new(listener).map_err(|source| Error::Io { path: None, source })?,
             );
             for _ in 0..acceptors.max(1) {
-                accepting.spawn(accept_loop(
-                    listener.clone(),
-                    self.ctx.clone(),
-                    permits.clone(),
-                ));
+                accepting.spawn(accept_loop(listener.clone(), ctx.clone(), permits.clone()));
             }
         }
-        if !self.ctx.files.ttl().is_zero() {
-            accepting.spawn(sweep_files(self.ctx.clone()));
+        if !ctx.files.ttl().is_zero() {
+            accepting.spawn(sweep_files(ctx.clone()));
         }
         // The metrics listen as long as the server accepts: aborted with the accept loops,
         // the task closes its socket and drops the scrapes under way.
-        if let (Some((listener, _)), Some(counters)) = (self.metrics, &self.ctx.metrics) {
+        if let (Some((listener, _)), Some(counters)) = (self.metrics, &ctx.metrics) {
             let listener = tokio::net::TcpListener::from_std(listener)
                 .map_err(|source| Error::Io { path: None, source })?;
             accepting.spawn(metrics::serve(

@@ -21,6 +21,7 @@
 use std::future::Future;
 use std::net::TcpListener;
 use std::panic::{self, AssertUnwindSafe};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -42,6 +43,7 @@ pub(super) fn accept_waiting(
     let runtime = tokio::runtime::Handle::current();
     let mut last_warning = None;
     let mut busy = Busy::new(Instant::now());
+    let mut here = Here::default();
     loop {
         let permit = match permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
@@ -72,7 +74,7 @@ pub(super) fn accept_waiting(
                 if spill {
                     tokio::spawn(connection);
                 } else {
-                    start_here(connection);
+                    here.start(connection);
                 }
             }
             // The listening socket was shut down: the server is stopping.
@@ -92,17 +94,41 @@ pub(super) fn accept_waiting(
     }
 }
 
-/// Runs a connection on this thread for as long as it needs no waiting; whatever has to
-/// wait goes on as a task on the runtime's workers. A first poll here with a waker that does
-/// nothing is enough: the task polls the connection again as it starts, and every resource
-/// the connection waits on keeps its readiness until it is used.
-fn start_here(connection: impl Future<Output = ()> + Send + 'static) {
-    let mut connection = Box::pin(connection);
-    let mut cx = Context::from_waker(Waker::noop());
-    // A panic ends this connection only, as it would in a task of its own.
-    let poll = panic::catch_unwind(AssertUnwindSafe(|| connection.as_mut().poll(&mut cx)));
-    if matches!(poll, Ok(Poll::Pending)) {
-        tokio::spawn(connection);
+/// Runs connections on this thread for as long as they need no waiting; whatever has to
+/// wait goes on as a task on the runtime's workers.
+///
+/// A connection's future is a few KiB, more than the allocator keeps at hand for quick
+/// reuse: the one allocation of a connection that ended here is kept for the next.
+struct Here<F> {
+    spare: Option<Pin<Box<F>>>,
+}
+
+impl<F> Default for Here<F> {
+    fn default() -> Here<F> {
+        Here { spare: None }
+    }
+}
+
+impl<F: Future<Output = ()> + Send + 'static> Here<F> {
+    /// A first poll here with a waker that does nothing is enough: the task polls the
+    /// connection again as it starts, and every resource the connection waits on keeps its
+    /// readiness until it is used.
+    fn start(&mut self, connection: F) {
+        let mut boxed = match self.spare.take() {
+            Some(mut spare) => {
+                // The future there has ended: this drops nothing but its shell.
+                spare.set(connection);
+                spare
+            }
+            None => Box::pin(connection),
+        };
+        let mut cx = Context::from_waker(Waker::noop());
+        // A panic ends this connection only, as it would in a task of its own.
+        match panic::catch_unwind(AssertUnwindSafe(|| boxed.as_mut().poll(&mut cx))) {
+            Ok(Poll::Ready(())) => self.spare = Some(boxed),
+            Ok(Poll::Pending) => drop(tokio::spawn(boxed)),
+            Err(_) => {}
+        }
     }
 }
 
@@ -163,6 +189,7 @@ impl Busy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Feeds `busy` one window of connections, each served for `serve` and waited for
     /// `wait`, and returns how many of them were handed on.
@@ -179,6 +206,64 @@ mod tests {
     }
 
     const US: Duration = Duration::from_micros(1);
+
+    #[derive(Clone, Copy)]
+    enum Ends {
+        AtOnce,
+        AfterWaiting,
+        InPanic,
+    }
+
+    /// A connection's stand-in: ends as told, then counts itself in `done`.
+    async fn stand_in(ends: Ends, done: Arc<AtomicUsize>) {
+        match ends {
+            Ends::AtOnce => {}
+            Ends::AfterWaiting => tokio::task::yield_now().await,
+            Ends::InPanic => panic!("a connection's panic"),
+        }
+        done.fetch_add(1, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn connections_ending_here_share_one_allocation_and_the_others_go_on_elsewhere() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let _entered = runtime.enter();
+        let done = Arc::new(AtomicUsize::new(0));
+        let mut here = Here::default();
+        let spare = |here: &Here<_>| here.spare.as_ref().map(|b| &**b as *const _);
+
+        here.start(stand_in(Ends::AtOnce, done.clone()));
+        let first = spare(&here);
+        assert!(first.is_some());
+        for _ in 0..10 {
+            here.start(stand_in(Ends::AtOnce, done.clone()));
+            assert_eq!(spare(&here), first);
+        }
+        assert_eq!(done.load(Ordering::SeqCst), 11);
+
+        // One that waits takes the allocation with it, to the runtime.
+        here.start(stand_in(Ends::AfterWaiting, done.clone()));
+        assert_eq!(spare(&here), None);
+        assert_eq!(done.load(Ordering::SeqCst), 11);
+        // A panic ends that connection, not the loop.
+        here.start(stand_in(Ends::InPanic, done.clone()));
+        assert_eq!(spare(&here), None);
+        here.start(stand_in(Ends::AtOnce, done.clone()));
+        assert!(spare(&here).is_some());
+
+        runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), async {
+                while done.load(Ordering::SeqCst) < 13 {
+                    tokio::task::yield_now().await;
+                }
+            })
+            .await
+            .expect("the connection that waited did not end on the runtime");
+        });
+    }
 
     #[test]
     fn a_loop_that_keeps_up_serves_every_connection_itself() {

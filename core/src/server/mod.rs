@@ -337,59 +337,60 @@ impl Server {
         let mut state = self.handle.state.subscribe();
         let mut accepting = JoinSet::new();
         #[cfg(target_os = "linux")]
-        let mut waiting = Vec::new();
-        for listener in self.listeners {
+        let mut waiting = waiting::Threads::new();
+        let io = |source| Error::Io { path: None, source };
+        let started = async {
+            for listener in self.listeners {
+                #[cfg(target_os = "linux")]
+                if self.own_listeners {
+                    listener.set_nonblocking(false).map_err(io)?;
+                    let state = self.handle.state.subscribe();
+                    waiting
+                        .start(listener, ctx.clone(), permits.clone(), state)
+                        .map_err(io)?;
+                    continue;
+                }
+                let listener = Arc::new(sys::Listener::new(listener).map_err(io)?);
+                for _ in 0..acceptors.max(1) {
+                    accepting.spawn(accept_loop(listener.clone(), ctx.clone(), permits.clone()));
+                }
+            }
+            if !ctx.files.ttl().is_zero() {
+                accepting.spawn(sweep_files(ctx.clone()));
+            }
+            // The metrics listen as long as the server accepts: aborted with the accept
+            // loops, the task closes its socket and drops the scrapes under way.
+            if let (Some((listener, _)), Some(counters)) = (self.metrics, &ctx.metrics) {
+                let listener = tokio::net::TcpListener::from_std(listener).map_err(io)?;
+                accepting.spawn(metrics::serve(
+                    listener,
+                    counters.clone(),
+                    self.config.request_timeout(),
+                    self.config.send_timeout(),
+                ));
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = started {
+            // What did start stops before the error is told: no thread is left waiting in
+            // `accept` on a socket that nothing will close.
             #[cfg(target_os = "linux")]
-            if self.own_listeners {
-                listener
-                    .set_nonblocking(false)
-                    .map_err(|source| Error::Io { path: None, source })?;
-                let listener = Arc::new(listener);
-                waiting.push(listener.clone());
-                let (ctx, permits, state) =
-                    (ctx.clone(), permits.clone(), self.handle.state.subscribe());
-                accepting.spawn_blocking(move || {
-                    waiting::accept_waiting(&listener, &ctx, &permits, state);
-                });
-                continue;
-            }
-            let listener = Arc::new(
-                sys::Listener::new(listener).map_err(|source| Error::Io { path: None, source })?,
-            );
-            for _ in 0..acceptors.max(1) {
-                accepting.spawn(accept_loop(listener.clone(), ctx.clone(), permits.clone()));
-            }
-        }
-        if !ctx.files.ttl().is_zero() {
-            accepting.spawn(sweep_files(ctx.clone()));
-        }
-        // The metrics listen as long as the server accepts: aborted with the accept loops,
-        // the task closes its socket and drops the scrapes under way.
-        if let (Some((listener, _)), Some(counters)) = (self.metrics, &ctx.metrics) {
-            let listener = tokio::net::TcpListener::from_std(listener)
-                .map_err(|source| Error::Io { path: None, source })?;
-            accepting.spawn(metrics::serve(
-                listener,
-                counters.clone(),
-                self.config.request_timeout(),
-                self.config.send_timeout(),
-            ));
+            waiting.stop().await;
+            accepting.abort_all();
+            while accepting.join_next().await.is_some() {}
+            return Err(e);
         }
         let stop = match state.wait_for(|s| *s != State::Running).await {
             Ok(s) => *s,
             Err(_) => State::Stopped,
         };
-        // Close the listening sockets before waiting for the transfers in flight.
+        // Close the listening sockets before waiting for the transfers in flight: new
+        // connections are refused from here on.
         #[cfg(target_os = "linux")]
-        for listener in &waiting {
-            // Ends the `accept` waiting on it, and new connections are refused from here on.
-            let _ = socket2::SockRef::from(&**listener).shutdown(std::net::Shutdown::Read);
-        }
+        waiting.stop().await;
         accepting.abort_all();
         while accepting.join_next().await.is_some() {}
-        // The sockets close now that their threads are gone, rather than after the drain.
-        #[cfg(target_os = "linux")]
-        drop(waiting);
         if stop == State::Draining {
             let all = u32::try_from(limit).unwrap_or(u32::MAX);
             let drained = permits.acquire_many(all);

@@ -26,14 +26,70 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{watch, Semaphore, TryAcquireError};
+use tokio::sync::{mpsc, watch, Semaphore, TryAcquireError};
 
 use super::exchange::{connection, Ctx};
 use super::{accept_failed, State};
 use crate::sys;
 
+/// The threads waiting in `accept`, one per listening socket, and how to stop them.
+pub(super) struct Threads {
+    listeners: Vec<Arc<TcpListener>>,
+    /// A clone goes with each thread and is dropped as it ends: once every clone and this
+    /// one are gone, `ended` says so.
+    alive: Option<mpsc::Sender<()>>,
+    ended: mpsc::Receiver<()>,
+}
+
+impl Threads {
+    pub(super) fn new() -> Threads {
+        let (alive, ended) = mpsc::channel(1);
+        Threads {
+            listeners: Vec::new(),
+            alive: Some(alive),
+            ended,
+        }
+    }
+
+    /// Starts a thread serving `listener` (in blocking mode), named as the runtime's
+    /// threads are; an error if the system gives no thread.
+    pub(super) fn start(
+        &mut self,
+        listener: TcpListener,
+        ctx: Arc<Ctx>,
+        permits: Arc<Semaphore>,
+        state: watch::Receiver<State>,
+    ) -> std::io::Result<()> {
+        let listener = Arc::new(listener);
+        let runtime = tokio::runtime::Handle::current();
+        let alive = self.alive.clone();
+        let theirs = listener.clone();
+        std::thread::Builder::new()
+            .name("filefetch-server".into())
+            .spawn(move || {
+                let _alive = alive;
+                let _runtime = runtime.enter();
+                sys::block_sigpipe();
+                accept_waiting(&theirs, &ctx, &permits, state);
+            })?;
+        self.listeners.push(listener);
+        Ok(())
+    }
+
+    /// Shuts the listening sockets down, which ends the `accept` each thread waits in, and
+    /// waits for the threads to end; the sockets close then.
+    pub(super) async fn stop(&mut self) {
+        for listener in &self.listeners {
+            let _ = socket2::SockRef::from(&**listener).shutdown(std::net::Shutdown::Read);
+        }
+        self.alive = None;
+        while self.ended.recv().await.is_some() {}
+        self.listeners.clear();
+    }
+}
+
 /// Serves the connections of `listener` (in blocking mode) until it is shut down or the
-/// server stops; runs on a thread of the runtime's blocking pool.
+/// server stops.
 pub(super) fn accept_waiting(
     listener: &TcpListener,
     ctx: &Arc<Ctx>,
